@@ -57,6 +57,8 @@ SOFTMAX_METHODS = ("exact", "tflite_fixed_point", "float32")
 LUT_METHODS = ("exact", "tflite_float_lut", "float32_lut")
 DYNAMIC_QUANTIZE_METHODS = ("exact", "onnxruntime", "onnx_reference")
 OVERFLOW_POLICIES = ("error", "wrap")
+#: What quantize does with NaN: raise, or give qmin (ORT x86, onnx.reference).
+NAN_POLICIES = ("error", "qmin")
 #: Where the output zero point enters a float requantization: after rounding
 #: (ties decided on the real value; ORT, TFLite) or before (ties decided on the
 #: output code; onnx.reference adds ``y_zero_point`` in float64, then rints).
@@ -82,6 +84,7 @@ _CHOICES = {
     "tanh_method": LUT_METHODS,
     "dynamic_quantize_method": DYNAMIC_QUANTIZE_METHODS,
     "overflow": OVERFLOW_POLICIES,
+    "nan_policy": NAN_POLICIES,
 }
 
 
@@ -127,6 +130,8 @@ class Profile:
         ``"error"``: an accumulator outside int32 raises
         :class:`~refquant.errors.AccumulatorOverflowError`; ``"wrap"``: it wraps
         modulo 2**32 (two's complement).
+    nan_policy : str
+        ``"error"`` (NaN input raises) or ``"qmin"`` (NaN quantizes to qmin).
     """
 
     name: str
@@ -149,6 +154,7 @@ class Profile:
     tanh_method: str = "exact"
     dynamic_quantize_method: str = "exact"
     overflow: str = "error"
+    nan_policy: str = "error"
 
     def __post_init__(self):
         if not isinstance(self.name, str) or not self.name:
@@ -241,6 +247,7 @@ ONNXRUNTIME = Profile(
     tanh_method="float32_lut",
     dynamic_quantize_method="onnxruntime",
     overflow="wrap",
+    nan_policy="qmin",
 )
 
 ONNX_REFERENCE = Profile(
@@ -266,6 +273,7 @@ ONNX_REFERENCE = Profile(
     tanh_method="float32_lut",
     dynamic_quantize_method="onnx_reference",
     overflow="wrap",
+    nan_policy="qmin",
 )
 
 PYTORCH_FBGEMM = Profile(
