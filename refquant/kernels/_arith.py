@@ -19,6 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from refquant.errors import InvalidArgumentError
+from refquant.numerics.rounding import apply_rounding
 
 ROUNDING_RULES = ("half_even", "half_away", "half_up", "floor", "ceil")
 
@@ -30,31 +31,18 @@ _MAX_EXPONENT = 900  # exponents kept within +-900 keep every error term normal
 def round_float(x, rule: str) -> np.ndarray:
     """Round a float array to integral float values by a named rule.
 
-    ``half_even`` is ``np.rint``; ``half_away`` and ``half_up`` compare the
-    exact fraction ``x - floor(x)`` with 1/2 (no ``floor(x + 0.5)``, which
-    rounds 0.49999999999999994 up).
+    Delegates to :func:`refquant.numerics.rounding.apply_rounding` (exact tie
+    detection; ``half_up`` is not ``floor(x + 0.5)``).
 
     >>> round_float(np.array([-2.5, -1.5, 0.5, 2.5]), "half_away")
     array([-3., -2.,  1.,  3.])
     """
-    x = np.asarray(x)
-    if rule == "half_even":
-        return np.rint(x)
-    if rule == "floor":
-        return np.floor(x)
-    if rule == "ceil":
-        return np.ceil(x)
-    if rule == "half_up":
-        f = np.floor(x)
-        return f + (x - f >= 0.5)
-    if rule == "half_away":
-        a = np.abs(x)
-        f = np.floor(a)
-        return np.copysign(f + (a - f >= 0.5), x)
-    raise InvalidArgumentError(
-        f"rounding must be one of {', '.join(map(repr, ROUNDING_RULES))}; "
-        f"got rounding={rule!r}"
-    )
+    if rule not in ROUNDING_RULES:
+        raise InvalidArgumentError(
+            f"rounding must be one of {', '.join(map(repr, ROUNDING_RULES))}; "
+            f"got rounding={rule!r}"
+        )
+    return apply_rounding(x, rule)
 
 
 # ---------------------------------------------------------------- exact pieces
