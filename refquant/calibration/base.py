@@ -121,6 +121,12 @@ class Observer:
 
     def _check_scheme(self, scheme) -> None:
         granularity = getattr(scheme, "granularity", None)
+        if granularity == "per_channel" and self.axis is None:
+            raise InvalidArgumentError(
+                f"scheme.granularity must be 'per_tensor' for a per-tensor "
+                f"{type(self).__name__}; got scheme.granularity='per_channel'. "
+                f"Build the observer with axis={scheme.axis} for per-channel ranges"
+            )
         if granularity == "per_tensor" and self.axis is not None:
             raise InvalidArgumentError(
                 f"scheme.granularity must be 'per_channel' for an observer with "

@@ -68,7 +68,8 @@ class EntropyObserver(HistogramObserver):
        negative, else ``2**(bits - 1)``.
     4. Candidates ``i = start, start + stride, ..., <= n`` with
        ``start = min(start_bin, n)``; ``KL(i)`` from :func:`entropy_divergences`.
-    5. The **last** (largest) ``i`` reaching the minimum wins; ``t = i * w``.
+    5. The **last** (largest) ``i`` reaching the minimum wins;
+       ``t = min(i * w, max|x|)``.
 
     The range is ``(-t, t)`` when symmetric, else ``(max(min_val, -t),
     min(max_val, t))``.
@@ -84,11 +85,18 @@ class EntropyObserver(HistogramObserver):
     name = "entropy"
 
     def __init__(
-        self, *, symmetric=False, bits=8, num_bins=2048, start_bin=128, stride=1
+        self,
+        *,
+        symmetric=False,
+        bits=8,
+        num_bins=2048,
+        start_bin=128,
+        stride=1,
+        axis=None,
     ):
         check("start_bin", start_bin, IntRange(1, 2**20))
         check("stride", stride, IntRange(1, 2**20))
-        super().__init__(symmetric=symmetric, bits=bits, num_bins=num_bins)
+        super().__init__(symmetric=symmetric, bits=bits, num_bins=num_bins, axis=axis)
         self.start_bin = int(start_bin)
         self.stride = int(stride)
 
@@ -114,7 +122,7 @@ class EntropyObserver(HistogramObserver):
         candidates = np.arange(min(self.start_bin, n), n + 1, self.stride)
         divergences = entropy_divergences(counts, num_levels, candidates)
         best = np.flatnonzero(divergences == divergences.min())[-1]  # last argmin
-        return float(candidates[best]) * h.width
+        return min(float(candidates[best]) * h.width, h.absmax)
 
     def _range(self, target):
         h = self.histogram

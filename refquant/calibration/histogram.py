@@ -56,16 +56,20 @@ def bin_width_for(absmax: float, num_bins: int) -> float:
     return math.ldexp(1.0, k)
 
 
-def coarsen(counts: np.ndarray, factor: int) -> np.ndarray:
-    """Sum ``factor`` adjacent bins: ``new[j] = sum(counts[j*factor:(j+1)*factor])``.
+def log2_ratio(wide: float, narrow: float) -> int:
+    """``e`` with ``wide == narrow * 2**e`` for two powers of two (exact)."""
+    return math.frexp(wide)[1] - math.frexp(narrow)[1]
 
-    The output has the input's length (trailing bins are zero); ``factor`` is a
-    power of two.
+
+def coarsen(counts: np.ndarray, shift: int) -> np.ndarray:
+    """Sum ``2**shift`` adjacent bins: ``new[j] = sum(counts[i] for i >> shift == j)``.
+
+    The output has the input's length (trailing bins are zero).
     """
-    if factor == 1:
+    if shift == 0:
         return counts
     n = counts.shape[-1]
-    index = np.arange(n, dtype=np.int64) // factor  # (n,) target bin of each bin
+    index = np.arange(n, dtype=np.int64) >> min(shift, 62)  # (n,) floor
     out = np.zeros_like(counts)
     np.add.at(out, index, counts)
     return out
@@ -124,9 +128,9 @@ class StreamingHistogram:
         if self.width is None:
             self.width = width
             return
-        factor = int(round(width / self.width))
-        self.pos_counts = coarsen(self.pos_counts, factor)
-        self.neg_counts = coarsen(self.neg_counts, factor)
+        shift = log2_ratio(width, self.width)
+        self.pos_counts = coarsen(self.pos_counts, shift)
+        self.neg_counts = coarsen(self.neg_counts, shift)
         self.width = width
 
     def update(self, values) -> StreamingHistogram:
@@ -172,8 +176,8 @@ class StreamingHistogram:
         if other.width is not None:
             if self.width is None or other.width > self.width:
                 self._widen_to(other.width)
-            factor = int(round(self.width / other.width))
-            pos, neg = coarsen(pos, factor), coarsen(neg, factor)
+            shift = log2_ratio(self.width, other.width)
+            pos, neg = coarsen(pos, shift), coarsen(neg, shift)
         self.pos_counts = self.pos_counts + pos
         self.neg_counts = self.neg_counts + neg
         self.count += other.count

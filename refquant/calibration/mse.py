@@ -83,9 +83,11 @@ class MSEObserver(HistogramObserver):
 
     name = "mse"
 
-    def __init__(self, *, symmetric=False, bits=8, num_bins=2048, num_candidates=512):
+    def __init__(
+        self, *, symmetric=False, bits=8, num_bins=2048, num_candidates=512, axis=None
+    ):
         check("num_candidates", num_candidates, IntRange(1, 2**16))
-        super().__init__(symmetric=symmetric, bits=bits, num_bins=num_bins)
+        super().__init__(symmetric=symmetric, bits=bits, num_bins=num_bins, axis=axis)
         self.num_candidates = int(num_candidates)
 
     def settings(self) -> dict:

@@ -16,9 +16,9 @@ from refquant.calibration.histogram import StreamingHistogram
 class HistogramObserver(Observer):
     """Base of the observers that keep a :class:`StreamingHistogram`."""
 
-    def __init__(self, *, symmetric=False, bits=8, num_bins=2048):
+    def __init__(self, *, symmetric=False, bits=8, num_bins=2048, axis=None):
         check("num_bins", num_bins, IntRange(8, 2**20))
-        super().__init__(symmetric=symmetric, bits=bits, axis=None)
+        super().__init__(symmetric=symmetric, bits=bits, axis=axis)
         self.histogram = StreamingHistogram(num_bins)
 
     def settings(self) -> dict:
@@ -64,9 +64,11 @@ class PercentileObserver(HistogramObserver):
 
     name = "percentile"
 
-    def __init__(self, *, percentile=99.99, symmetric=False, bits=8, num_bins=2048):
+    def __init__(
+        self, *, percentile=99.99, symmetric=False, bits=8, num_bins=2048, axis=None
+    ):
         check("percentile", percentile, FloatRange(0.0, 100.0, low_open=True))
-        super().__init__(symmetric=symmetric, bits=bits, num_bins=num_bins)
+        super().__init__(symmetric=symmetric, bits=bits, num_bins=num_bins, axis=axis)
         self.percentile = float(percentile)
 
     def settings(self) -> dict:
