@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from test_graph import conv_oracle
 
 from refquant.errors import InvalidTypeError
 from refquant.graph import (
@@ -21,7 +22,6 @@ from refquant.graph import (
     fold_batch_norm,
     fuse_activations,
 )
-from test_graph import conv_oracle
 
 U32 = 2.0**-24
 
