@@ -27,21 +27,24 @@ __all__ = ["GRANULARITIES", "QuantScheme", "smallest_int_dtype"]
 
 GRANULARITIES = ("per_tensor", "per_channel", "per_group")
 
-_INT_DTYPES = (np.int8, np.uint8, np.int16, np.uint16, np.int32, np.uint32, np.int64)
+_SIGNED = (np.int8, np.int16, np.int32, np.int64)
+_UNSIGNED = (np.uint8, np.uint16, np.uint32, np.uint64)
 
 
 def smallest_int_dtype(qmin: int, qmax: int) -> np.dtype:
     """Return the smallest NumPy integer dtype holding every integer of [qmin, qmax].
 
-    >>> smallest_int_dtype(-127, 127), smallest_int_dtype(0, 65535)
+    Unsigned when ``qmin >= 0``, signed otherwise.
+
+    >>> smallest_int_dtype(-127, 127), smallest_int_dtype(0, 511)
     (dtype('int8'), dtype('uint16'))
     """
-    for dtype in _INT_DTYPES:
+    for dtype in _UNSIGNED if qmin >= 0 else _SIGNED:
         info = np.iinfo(dtype)
         if info.min <= qmin and qmax <= info.max:
             return np.dtype(dtype)
     raise InvalidArgumentError(
-        f"[qmin, qmax] must fit in int64; got qmin={qmin}, qmax={qmax}"
+        f"[qmin, qmax] must fit in a 64-bit integer; got qmin={qmin}, qmax={qmax}"
     )
 
 
