@@ -1,0 +1,78 @@
+"""Evaluation: size, accuracy, per-class changes, flips, SQNR and the report.
+
+Array-level and independent of any model object: :func:`evaluate_outputs`
+compares FP32 and quantized outputs; :func:`evaluate` is the public entry point
+(today it takes the same arrays).  Spec: ``specs/evaluation.md``.
+"""
+
+from __future__ import annotations
+
+from refquant.evaluation.metrics import (
+    class_accuracy_changes,
+    confusion_changes,
+    confusion_matrix,
+    layer_sqnr,
+    per_class_metrics,
+    prediction_flips,
+    recommendation,
+    sqnr_db,
+    top1_predictions,
+    topk_accuracy,
+)
+from refquant.evaluation.report import EvaluationReport, evaluate_outputs
+from refquant.evaluation.size import (
+    ModelSize,
+    StoredTensor,
+    model_size,
+    quantized_tensor,
+    size_ratio,
+    stored_tensor,
+)
+
+__all__ = [
+    "EvaluationReport",
+    "ModelSize",
+    "StoredTensor",
+    "class_accuracy_changes",
+    "confusion_changes",
+    "confusion_matrix",
+    "evaluate",
+    "evaluate_outputs",
+    "layer_sqnr",
+    "model_size",
+    "per_class_metrics",
+    "prediction_flips",
+    "quantized_tensor",
+    "recommendation",
+    "size_ratio",
+    "sqnr_db",
+    "stored_tensor",
+    "top1_predictions",
+    "topk_accuracy",
+]
+
+
+def evaluate(
+    fp32_logits,
+    quant_logits,
+    labels=None,
+    class_names=None,
+    layer_sqnr=None,
+    sizes=None,
+    **options,
+) -> EvaluationReport:
+    """Compare FP32 and quantized outputs; see :func:`evaluate_outputs`.
+
+    >>> r = evaluate([[2.0, 1.0], [0.0, 1.0]], [[2.0, 1.5], [1.0, 0.0]], [0, 1])
+    >>> r.accuracy_drop_points, r.recommendation, r.flips["right_to_wrong"]
+    (50.0, 'mixed precision and QAT', 1)
+    """
+    return evaluate_outputs(
+        fp32_logits,
+        quant_logits,
+        labels=labels,
+        class_names=class_names,
+        layer_sqnr=layer_sqnr,
+        sizes=sizes,
+        **options,
+    )
