@@ -213,7 +213,9 @@ def qlinear_conv_model(
 
 
 @functools.cache
-def qlinear_add_model(shape, dtype):
+def qlinear_add_model(shape, dtype, b_shape=None):
+    b_shape = shape if b_shape is None else b_shape
+    y_shape = tuple(np.broadcast_shapes(shape, b_shape))
     names = [
         "A",
         "A_scale",
@@ -231,13 +233,13 @@ def qlinear_add_model(shape, dtype):
             ("A", dtype, shape),
             ("A_scale", np.float32, ()),
             ("A_zero_point", dtype, ()),
-            ("B", dtype, shape),
+            ("B", dtype, b_shape),
             ("B_scale", np.float32, ()),
             ("B_zero_point", dtype, ()),
             ("C_scale", np.float32, ()),
             ("C_zero_point", dtype, ()),
         ],
-        [("C", dtype, shape)],
+        [("C", dtype, y_shape)],
         ms=True,
     )
 
