@@ -7,8 +7,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from refquant import QParams, QuantScheme, compute_qparams, dequantize, quantize
-from refquant import qparams_from_tensor
+from refquant import (
+    QParams,
+    QuantScheme,
+    compute_qparams,
+    dequantize,
+    qparams_from_tensor,
+    quantize,
+)
 from refquant.errors import (
     FallbackScaleWarning,
     InvalidArgumentError,
@@ -286,7 +292,8 @@ def test_qparams_from_tensor_invalid(x, scheme, error, pattern):
 
 def test_expand_rejects_mismatched_shapes():
     pc = QParams([1.0, 2.0], 0, QuantScheme(granularity="per_channel", axis=0))
-    with pytest.raises(InvalidArgumentError, match=r"one scale per index of axis 0 \(3\).*\(2,\)"):
+    pattern = r"one scale per index of axis 0 \(3\).*\(2,\)"
+    with pytest.raises(InvalidArgumentError, match=pattern):
         pc.expand((3, 4))
     pg = QParams(
         np.ones((2, 2)), 0, QuantScheme(granularity="per_group", axis=1, group_size=2)
