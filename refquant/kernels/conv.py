@@ -264,8 +264,13 @@ def _finish(
     op: str,
 ):
     """Overflow policy, then requantization along the last (channel) axis."""
+    from refquant.kernels._checks import out_dtype_of, scales, zero_points
     from refquant.kernels.requantize import check_accumulator, requantize_accumulator
 
+    scales("x_scale", x_scale)  # named here so errors speak of the kernel's args
+    scales("w_scale", w_scale)
+    scales("y_scale", y_scale)
+    zero_points("y_zero_point", y_zero_point, out_dtype_of(out_dtype))
     bits = 64 if x.dtype == np.int16 else 32
     acc = check_accumulator(acc, prof, bits=bits, what=f"{op} accumulator")
     return requantize_accumulator(
