@@ -251,8 +251,9 @@ def test_unsupported_layer_names_layer_and_class(tmp_path):
 def test_unsupported_settings(tmp_path, bad_layer, match):
     weights = {"c": [("kernel", np.ones((1, 1, 1, 1))), ("bias", np.ones(1))],
                "d": [("kernel", np.ones((1, 1))), ("bias", np.ones(1))]}  # fmt: skip
-    config = {"class_name": "Sequential", "config": {"name": "s", "layers": [
-        layer("InputLayer", "in", batch_shape=[None, 1, 1, 1]), bad_layer]}}  # fmt: skip
+    first = layer("InputLayer", "in", batch_shape=[None, 1, 1, 1])
+    config = {"class_name": "Sequential",
+              "config": {"name": "s", "layers": [first, bad_layer]}}  # fmt: skip
     path = write_h5(tmp_path / "u.h5", config, weights, "keras3")
     with pytest.raises(UnsupportedLayerError, match=match):
         load_keras_h5(path)
