@@ -31,6 +31,7 @@ _EXPORTS = {
     "overflow_report": "refquant.kernels.overflow",
     # main job
     "evaluate": "refquant.evaluation",
+    "Graph": "refquant.graph", "load_keras_h5": "refquant.io.keras_h5",
 }
 
 _SUBMODULES = {
