@@ -1,0 +1,244 @@
+"""Committed single-op int8 .tflite fixtures: profile ``tflite_reference`` == LiteRT.
+
+LiteRT runs live with the reference kernels (``OpResolverType.BUILTIN_REF``);
+every scale, zero point, weight, bias, padding and axis refquant uses is read
+back from the interpreter (``get_tensor_details`` / ``get_tensor`` with
+``experimental_preserve_all_tensors=True``). The fixtures and their inputs are
+written by ``scripts/make_tflite_fixtures.py``; see specs/conformance_peers.md.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("ai_edge_litert")
+from peer_litert import load_inputs, manifest, run_litert  # noqa: E402
+
+pytestmark = pytest.mark.peers
+
+PROFILE = "tflite_reference"
+FIXTURES = manifest()["fixtures"]
+
+
+def kernel_module(name):
+    return pytest.importorskip(f"refquant.kernels.{name}")
+
+
+def kernel(module, function):
+    """refquant.kernels.<module>.<function>; skips while it does not exist yet."""
+    fn = getattr(kernel_module(module), function, None)
+    if fn is None:
+        pytest.skip(f"refquant.kernels.{module}.{function} not implemented")
+    return fn
+
+
+def per_channel(info):
+    """Weight scales as float64 (exact float32 values); a scalar if per-tensor."""
+    s = info.scales.astype(np.float64)
+    return float(s[0]) if s.size == 1 else s
+
+
+def weight_zero_point(info):
+    zp = info.zero_points.astype(np.int64)
+    return int(zp[0]) if zp.size == 1 else zp
+
+
+# ----------------------------------------------------------------------------------
+# one refquant call per TFLite op; t = tensors by name, o = manifest options
+
+
+def conv_2d(t, o):
+    conv = kernel_module("conv")
+    x, w, b, y = t["x"], t["w"], t["bias"], t["y"]
+    return conv.conv2d(
+        x.data, x.scale, x.zero_point, w.data, per_channel(w), weight_zero_point(w),
+        b.data, y.scale, y.zero_point, strides=tuple(o["strides"]),
+        dilations=tuple(o["dilations"]), groups=x.shape[3] // w.shape[3],
+        padding=o["padding"], activation=o["activation"], out_dtype=y.dtype,
+        profile=PROFILE,
+    )  # fmt: skip
+
+
+def depthwise_conv_2d(t, o):
+    conv = kernel_module("conv")
+    x, w, b, y = t["x"], t["w"], t["bias"], t["y"]
+    assert w.quantized_dimension == 3
+    return conv.depthwise_conv2d(
+        x.data, x.scale, x.zero_point, w.data, per_channel(w), weight_zero_point(w),
+        b.data, y.scale, y.zero_point, depth_multiplier=o["depth_multiplier"],
+        strides=tuple(o["strides"]), dilations=tuple(o["dilations"]),
+        padding=o["padding"], activation=o["activation"], out_dtype=y.dtype,
+        profile=PROFILE,
+    )  # fmt: skip
+
+
+def fully_connected(t, o):
+    lin = kernel_module("linear")
+    x, w, b, y = t["x"], t["w"], t["bias"], t["y"]
+    return lin.fully_connected(
+        x.data, x.scale, x.zero_point, w.data, per_channel(w), weight_zero_point(w),
+        b.data, y.scale, y.zero_point, activation=o["activation"], out_dtype=y.dtype,
+        profile=PROFILE,
+    )  # fmt: skip
+
+
+def _binary(fn_name):
+    def call(t, o):
+        ew = kernel_module("elementwise")
+        a, b, y = t["a"], t["b"], t["y"]
+        return getattr(ew, fn_name)(
+            a.data, a.scale, a.zero_point, b.data, b.scale, b.zero_point, y.scale,
+            y.zero_point, activation=o["activation"], out_dtype=y.dtype,
+            profile=PROFILE,
+        )  # fmt: skip
+
+    return call
+
+
+def average_pool_2d(t, o):
+    pool = kernel_module("pooling")
+    x, y = t["x"], t["y"]
+    return pool.average_pool2d(
+        x.data, x.scale, x.zero_point, y.scale, y.zero_point,
+        pool_size=tuple(o["pool_size"]), strides=tuple(o["strides"]),
+        padding=o["padding"], count_include_pad=False, activation=o["activation"],
+        out_dtype=y.dtype, profile=PROFILE,
+    )  # fmt: skip
+
+
+def max_pool_2d(t, o):
+    pool = kernel_module("pooling")
+    act = kernel_module("activations")
+    x, y = t["x"], t["y"]
+    q = pool.max_pool2d(
+        x.data,
+        pool_size=tuple(o["pool_size"]),
+        strides=tuple(o["strides"]),
+        padding=o["padding"],
+    )
+    return act.clamp_activation(
+        q, o["activation"], y.scale, y.zero_point, y.dtype, profile=PROFILE
+    )
+
+
+def mean(t, o):
+    red = kernel_module("reduce")
+    x, y = t["x"], t["y"]
+    assert sorted(t["axes"].data.tolist()) == sorted(o["axes"])
+    return red.mean(
+        x.data, x.scale, x.zero_point, y.scale, y.zero_point,
+        axes=tuple(int(a) for a in t["axes"].data), keepdims=o["keepdims"],
+        out_dtype=y.dtype, profile=PROFILE,
+    )  # fmt: skip
+
+
+def softmax(t, o):
+    x, y = t["x"], t["y"]
+    return kernel("activations", "softmax")(
+        x.data, x.scale, x.zero_point, beta=o["beta"], y_scale=y.scale,
+        y_zero_point=y.zero_point, out_dtype=y.dtype, profile=PROFILE,
+    )  # fmt: skip
+
+
+def _lut(fn_name, fixed):
+    def call(t, o):
+        fn = kernel("activations", fn_name)
+        x, y = t["x"], t["y"]
+        assert (y.scale, y.zero_point) == fixed, "fixed output qparams"
+        return fn(x.data, x.scale, x.zero_point, out_dtype=y.dtype, profile=PROFILE)
+
+    return call
+
+
+def concatenation(t, o):
+    lay = kernel_module("layout")
+    xs = [t[f"x{i}"] for i in range(sum(1 for k in t if k.startswith("x")))]
+    y = t["y"]
+    return lay.concatenation(
+        [x.data for x in xs], [x.scale for x in xs], [x.zero_point for x in xs],
+        y.scale, y.zero_point, axis=o["axis"], out_dtype=y.dtype, profile=PROFILE,
+    )  # fmt: skip
+
+
+def pad(t, o):
+    lay = kernel_module("layout")
+    x, y = t["x"], t["y"]
+    paddings = t["paddings"].data.astype(np.int64)
+    assert paddings.tolist() == o["paddings"]
+    # TFLite PAD fills with the output zero point (equal to the input's here).
+    return lay.pad(x.data, [tuple(p) for p in paddings.tolist()], y.zero_point)
+
+
+def quantize(t, o):
+    qo = kernel_module("quantize_ops")
+    x, y = t["x"], t["y"]
+    if x.dtype.kind == "f":
+        return qo.quantize_linear(
+            x.data, y.scale, y.zero_point, out_dtype=y.dtype, profile=PROFILE
+        )
+    return qo.requantize(
+        x.data, x.scale, x.zero_point, y.scale, y.zero_point, out_dtype=y.dtype,
+        profile=PROFILE,
+    )  # fmt: skip
+
+
+def dequantize(t, o):
+    qo = kernel_module("quantize_ops")
+    x = t["x"]
+    return qo.dequantize_linear(x.data, x.scale, x.zero_point, profile=PROFILE)
+
+
+CALLS = {
+    "CONV_2D": conv_2d,
+    "DEPTHWISE_CONV_2D": depthwise_conv_2d,
+    "FULLY_CONNECTED": fully_connected,
+    "ADD": _binary("add"),
+    "MUL": _binary("mul"),
+    "AVERAGE_POOL_2D": average_pool_2d,
+    "MAX_POOL_2D": max_pool_2d,
+    "MEAN": mean,
+    "SOFTMAX": softmax,
+    "LOGISTIC": _lut("logistic", (1 / 256, -128)),
+    "TANH": _lut("tanh", (1 / 128, 0)),
+    "CONCATENATION": concatenation,
+    "PAD": pad,
+    "QUANTIZE": quantize,
+    "DEQUANTIZE": dequantize,
+}
+
+REQUIRED_OPS = set(CALLS)
+
+
+def test_every_required_op_has_a_fixture():
+    assert {f["op"] for f in FIXTURES.values()} == REQUIRED_OPS
+
+
+@pytest.mark.parametrize("name", sorted(FIXTURES))
+def test_litert_matches_the_committed_output(name):
+    """Guards the fixture set: live LiteRT == TensorFlow's REF output at generation."""
+    inputs, frozen = load_inputs(name)
+    live = run_litert(name, inputs).output
+    assert live.dtype == frozen.dtype and np.array_equal(live, frozen), name
+
+
+@pytest.mark.parametrize("name", sorted(FIXTURES))
+def test_tflite_reference_profile_matches_litert(name):
+    spec = FIXTURES[name]
+    inputs, _ = load_inputs(name)
+    run = run_litert(name, inputs)
+    expected = run.output
+    got = np.asarray(CALLS[spec["op"]](run.tensors, spec["options"]))
+    assert got.shape == expected.shape, (name, got.shape, expected.shape)
+    if expected.dtype.kind == "f":
+        got = got.astype(expected.dtype)
+        bad = np.flatnonzero(got.view(np.uint32) != expected.view(np.uint32))
+    else:
+        assert got.dtype == expected.dtype, (name, got.dtype, expected.dtype)
+        bad = np.flatnonzero(got != expected)
+    if bad.size:
+        idx = np.unravel_index(bad[0], expected.shape)
+        raise AssertionError(
+            f"{name}: {bad.size}/{expected.size} outputs differ; first at {idx}: "
+            f"refquant {got[idx]!r}, LiteRT {expected[idx]!r}"
+        )
