@@ -161,6 +161,11 @@ def batch_matmul(
     zb = _vector_param("b_zero_point", b_zero_point, n, "columns of b")
     sa = _vector_param("a_scale", a_scale, m, "rows of a", kind="scale")
     sb = _vector_param("b_scale", b_scale, n, "columns of b", kind="scale")
+    from refquant.kernels._checks import out_dtype_of, scales, zero_points
+
+    for name, value in (("a_scale", sa), ("b_scale", sb), ("y_scale", y_scale)):
+        scales(name, value)
+    zero_points("y_zero_point", y_zero_point, out_dtype_of(out_dtype))
     acc = _matmul_acc(a2, za, b2, zb)  # (..., M, N) int64, exact
     acc = _finish_matmul(acc, prof, "batch_matmul")
     s_in = sa.reshape((1,) * (acc.ndim - 2) + (m, 1)) if sa.ndim else sa
