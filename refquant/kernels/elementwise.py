@@ -1,0 +1,224 @@
+"""Quantized elementwise add and mul (NumPy broadcasting).
+
+Real formulas (``d_a = a - z_a``, ``d_b = b - z_b``)::
+
+    add: y = z_y + round((s_a * d_a + s_b * d_b) / s_y)
+    mul: y = z_y + round(s_a * s_b * d_a * d_b / s_y)
+
+then the fused activation clamp and the ``out_dtype`` range.  The profile's
+``add_method`` / ``mul_method`` decides the arithmetic (spec:
+``specs/kernels_pointwise.md`` section 3):
+
+* ``exact``: the rational value above, rounded by ``requantize_rounding``.
+* ``tflite_fixed_point``: TFLite reference ADD (inputs left-shifted by 20,
+  per-input gemmlowp multipliers, double rounding) and MUL (gemmlowp double
+  rounding of ``d_a * d_b`` with ``M = s_a * s_b / s_y``).
+* ``onnxruntime_float32``: ORT MLAS QLinearAdd (x86 SSE path) and QLinearMul
+  in float32, ties to even.
+* ``float32``: dequantize to float32, add / multiply in float32, quantize with
+  the profile's quantize arithmetic and rounding (onnx.reference graphs,
+  PyTorch fbgemm).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from refquant.errors import InvalidArgumentError
+from refquant.kernels import _arith
+from refquant.kernels._checks import (
+    int_codes,
+    out_dtype_of,
+    qrange,
+    scales,
+    zero_points,
+)
+from refquant.kernels.activations import activation_range
+from refquant.numerics import fixedpoint
+from refquant.profiles import get_profile
+
+
+def _prepare(
+    a, a_scale, a_zero_point, b, b_scale, b_zero_point, y_scale, y_zero_point, dtype
+):
+    qa, qb = int_codes("a", a), int_codes("b", b)
+    try:
+        shape = np.broadcast_shapes(qa.shape, qb.shape)
+    except ValueError as exc:
+        raise InvalidArgumentError(
+            f"a and b must broadcast; got shapes {qa.shape} and {qb.shape}"
+        ) from exc
+    params = {
+        "s_a": _scalar(scales("a_scale", a_scale), "a_scale"),
+        "s_b": _scalar(scales("b_scale", b_scale), "b_scale"),
+        "s_y": _scalar(scales("y_scale", y_scale), "y_scale"),
+        "z_a": _scalar(zero_points("a_zero_point", a_zero_point), "a_zero_point"),
+        "z_b": _scalar(zero_points("b_zero_point", b_zero_point), "b_zero_point"),
+        "z_y": _scalar(
+            zero_points("y_zero_point", y_zero_point, dtype), "y_zero_point"
+        ),
+    }
+    return np.broadcast_to(qa, shape), np.broadcast_to(qb, shape), params
+
+
+def _scalar(arr, name):
+    if arr.ndim and arr.size != 1:
+        raise InvalidArgumentError(
+            f"{name} must be per-tensor (a scalar) for elementwise ops; got shape "
+            f"{arr.shape}"
+        )
+    return arr.reshape(()).item()
+
+
+def _finish(y, activation, p, dtype, prof):
+    lo, hi = activation_range(activation, p["s_y"], p["z_y"], dtype, prof)
+    qmin, qmax = qrange(dtype)
+    return np.clip(np.clip(y, lo, hi), qmin, qmax).astype(dtype)
+
+
+def _to_int(v):
+    return np.clip(v, -(2.0**40), 2.0**40).astype(np.int64)
+
+
+def _dequantize32(q, s, z):
+    return np.float32(s) * (q - z).astype(np.float32)
+
+
+def _quantize32(v, p, prof):
+    q = _arith.divide_round(
+        v, p["s_y"], prof.quantize_arithmetic, prof.quantize_rounding
+    )
+    return _to_int(q) + p["z_y"]
+
+
+# ------------------------------------------------------------------------ add
+def _add_tflite(qa, qb, p, dtype):
+    left_shift = 15 if dtype.itemsize == 2 else 20
+    s_a, s_b, s_y = (float(np.float32(p[k])) for k in ("s_a", "s_b", "s_y"))
+    twice_max = 2.0 * max(s_a, s_b)
+    m_a, sh_a = fixedpoint.quantize_multiplier(s_a / twice_max)
+    m_b, sh_b = fixedpoint.quantize_multiplier(s_b / twice_max)
+    m_y, sh_y = fixedpoint.quantize_multiplier(twice_max / ((1 << left_shift) * s_y))
+    mbqm = fixedpoint.multiply_by_quantized_multiplier
+    scaled_a = mbqm((qa - p["z_a"]) << left_shift, m_a, sh_a)
+    scaled_b = mbqm((qb - p["z_b"]) << left_shift, m_b, sh_b)
+    return mbqm(scaled_a + scaled_b, m_y, sh_y) + p["z_y"]
+
+
+def _add_ort(qa, qb, p):
+    f32 = np.float32
+    r_a = f32(f32(p["s_a"]) / f32(p["s_y"]))
+    r_b = f32(f32(p["s_b"]) / f32(p["s_y"]))
+    fixed = f32(
+        f32(p["z_y"]) - f32(f32(r_a * f32(p["z_a"])) + f32(r_b * f32(p["z_b"])))
+    )
+    v = (fixed + qa.astype(f32) * r_a) + qb.astype(f32) * r_b  # float32 throughout
+    return _to_int(np.rint(v))
+
+
+def add(
+    a,
+    a_scale,
+    a_zero_point,
+    b,
+    b_scale,
+    b_zero_point,
+    y_scale,
+    y_zero_point,
+    *,
+    activation=None,
+    out_dtype=np.int8,
+    profile="exact",
+):
+    """Quantized add: ``z_y + round((s_a * (a - z_a) + s_b * (b - z_b)) / s_y)``.
+
+    Rounding per the profile's ``add_method`` (module docstring).  Ties
+    (D9: ``2 + (-63)`` at scale 0.5 -> 1.0 is -30.5): exact -30 (half_even),
+    tflite_reference -31, onnxruntime -30.
+
+    >>> add(np.int8([2]), 0.5, 0, np.int8([-63]), 0.5, 0, 1.0, 0).tolist()
+    [-30]
+    >>> add(np.int8([2]), 0.5, 0, np.int8([-63]), 0.5, 0, 1.0, 0,
+    ...     profile="tflite_reference").tolist()
+    [-31]
+    """
+    prof = get_profile(profile)
+    dtype = out_dtype_of(out_dtype)
+    qa, qb, p = _prepare(
+        a, a_scale, a_zero_point, b, b_scale, b_zero_point, y_scale, y_zero_point, dtype
+    )
+    method = prof.add_method
+    if method == "exact":
+        r = _arith.exact_round_ratio(
+            [[qa - p["z_a"], p["s_a"]], [qb - p["z_b"], p["s_b"]]],
+            [p["s_y"]],
+            prof.requantize_rounding,
+        )
+        y = _to_int(r) + p["z_y"]
+    elif method == "tflite_fixed_point":
+        y = _add_tflite(qa, qb, p, dtype)
+    elif method == "onnxruntime_float32":
+        y = _add_ort(qa, qb, p)
+    else:
+        v = _dequantize32(qa, p["s_a"], p["z_a"]) + _dequantize32(
+            qb, p["s_b"], p["z_b"]
+        )
+        y = _quantize32(v, p, prof)
+    return _finish(y, activation, p, dtype, prof)
+
+
+# ------------------------------------------------------------------------ mul
+def mul(
+    a,
+    a_scale,
+    a_zero_point,
+    b,
+    b_scale,
+    b_zero_point,
+    y_scale,
+    y_zero_point,
+    *,
+    activation=None,
+    out_dtype=np.int8,
+    profile="exact",
+):
+    """Quantized mul: ``z_y + round(s_a * s_b * (a - z_a) * (b - z_b) / s_y)``.
+
+    ``tflite_fixed_point``: ``MBQM((a - z_a) * (b - z_b), quantize_multiplier(
+    f64(s_a) * f64(s_b) / f64(s_y)))`` with double rounding;
+    ``onnxruntime_float32``: ``rint(f32(prod) * f32(f32(s_a * s_b) / s_y) + z_y)``
+    (ties decided on the output code);
+    ``float32``: dequantize, multiply and quantize in float32.
+
+    >>> mul(np.int8([3]), 0.5, 0, np.int8([-1]), 1.0, 0, 1.0, 0).tolist()
+    [-2]
+    >>> mul(np.int8([3]), 0.5, 0, np.int8([-1]), 1.0, 0, 1.0, 0,
+    ...     profile="tflite_reference").tolist()
+    [-1]
+    """
+    prof = get_profile(profile)
+    dtype = out_dtype_of(out_dtype)
+    qa, qb, p = _prepare(
+        a, a_scale, a_zero_point, b, b_scale, b_zero_point, y_scale, y_zero_point, dtype
+    )
+    prod = (qa - p["z_a"]) * (qb - p["z_b"])  # exact, |prod| <= 2**32
+    method = prof.mul_method
+    if method == "exact":
+        r = _arith.exact_round_ratio(
+            [[prod, p["s_a"], p["s_b"]]], [p["s_y"]], prof.requantize_rounding
+        )
+        y = _to_int(r) + p["z_y"]
+    elif method == "tflite_fixed_point":
+        m, sh = fixedpoint.quantize_multiplier(p["s_a"] * p["s_b"] / p["s_y"])
+        y = fixedpoint.multiply_by_quantized_multiplier(prod, m, sh) + p["z_y"]
+    elif method == "onnxruntime_float32":
+        f32 = np.float32
+        m32 = f32(f32(f32(p["s_a"]) * f32(p["s_b"])) / f32(p["s_y"]))
+        # the output zero point is added in float32 before rounding (measured)
+        y = _to_int(np.rint(prod.astype(f32) * m32 + f32(p["z_y"])))
+    else:
+        v = _dequantize32(qa, p["s_a"], p["z_a"]) * _dequantize32(
+            qb, p["s_b"], p["z_b"]
+        )
+        y = _quantize32(v, p, prof)
+    return _finish(y, activation, p, dtype, prof)
