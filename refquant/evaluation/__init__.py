@@ -18,6 +18,7 @@ from refquant.evaluation.metrics import (
     sqnr_db,
     top1_predictions,
     topk_accuracy,
+    topk_correct,
 )
 from refquant.evaluation.report import EvaluationReport, evaluate_outputs
 from refquant.evaluation.size import (
@@ -49,6 +50,7 @@ __all__ = [
     "stored_tensor",
     "top1_predictions",
     "topk_accuracy",
+    "topk_correct",
 ]
 
 

@@ -27,6 +27,7 @@ __all__ = [
     "sqnr_db",
     "top1_predictions",
     "topk_accuracy",
+    "topk_correct",
 ]
 
 
@@ -75,6 +76,20 @@ def top1_predictions(logits) -> np.ndarray:
     return np.argmax(as_logits("logits", logits), axis=1).astype(np.int64)
 
 
+def topk_correct(logits, labels, k: int = 1) -> int:
+    """``#{n : labels[n] in topk(logits[n])}`` with ``min(k, C)`` classes kept.
+
+    >>> topk_correct([[1.0, 1.0, 0.0]], [1], k=1)  # tie: class 0 wins
+    0
+    """
+    check("k", k, IntRange(1, None))
+    x = as_logits("logits", logits)
+    y = as_labels("labels", labels, x.shape[0], x.shape[1])
+    k = min(k, x.shape[1])
+    order = np.argsort(-x, axis=1, kind="stable")[:, :k]  # (N, k) best first
+    return int(np.count_nonzero(np.any(order == y[:, None], axis=1)))
+
+
 def topk_accuracy(logits, labels, k: int = 1) -> float:
     """Fraction of samples whose label is among the ``min(k, C)`` largest logits.
 
@@ -85,12 +100,7 @@ def topk_accuracy(logits, labels, k: int = 1) -> float:
     >>> topk_accuracy([[0.1, 0.5, 0.4], [0.3, 0.3, 0.4]], [2, 0], k=1)
     0.0
     """
-    check("k", k, IntRange(1, None))
-    x = as_logits("logits", logits)
-    y = as_labels("labels", labels, x.shape[0], x.shape[1])
-    k = min(k, x.shape[1])
-    order = np.argsort(-x, axis=1, kind="stable")[:, :k]  # (N, k) best first
-    return float(np.mean(np.any(order == y[:, None], axis=1)))
+    return topk_correct(logits, labels, k) / np.shape(logits)[0]
 
 
 # -- per class ---------------------------------------------------------------------
@@ -212,12 +222,12 @@ def prediction_flips(fp32_predictions, quant_predictions, labels=None) -> dict:
      'right_to_wrong': 1, 'wrong_to_right': 1, 'wrong_to_other_wrong': 0}
     """
     a = np.asarray(fp32_predictions)
+    if a.size == 0:
+        raise InvalidArgumentError("fp32_predictions must not be empty; got 0 samples")
     n = a.shape[0] if a.ndim == 1 else -1
     big = np.iinfo(np.int64).max
     a = as_labels("fp32_predictions", a, n, big)
     b = as_labels("quant_predictions", quant_predictions, a.shape[0], big)
-    if a.shape[0] == 0:
-        raise InvalidArgumentError("fp32_predictions must not be empty; got 0 samples")
     same = a == b
     out = {
         "num_samples": int(a.shape[0]),

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from refquant._validation import IntRange, check, check_type
 from refquant.errors import InvalidArgumentError
 from refquant.evaluation import metrics
 from refquant.evaluation.size import ModelSize, as_bytes, model_size, size_ratio
@@ -324,6 +325,8 @@ def evaluate_outputs(
     top_k : int
         The second accuracy reported (``min(top_k, C)``; default top-5).
     """
+    check("top_k", top_k, IntRange(1, None))
+    check_type("title", title, (str,), "a str")
     a = metrics.as_logits("fp32_logits", fp32_logits)
     b = metrics.as_logits("quant_logits", quant_logits)
     if a.shape != b.shape:
@@ -354,16 +357,18 @@ def add_label_metrics(report, a, b, labels, names, top_k) -> None:
     """Fill the fields that need labels: accuracy, per class, confusion changes."""
     y = metrics.as_labels("labels", labels, a.shape[0], a.shape[1])
     c = a.shape[1]
-    acc = {
-        key: {
-            "top1": 100.0 * metrics.topk_accuracy(x, y, 1),
-            "top5": 100.0 * metrics.topk_accuracy(x, y, top_k),
-        }
+    n = a.shape[0]
+    correct = {
+        key: (metrics.topk_correct(x, y, 1), metrics.topk_correct(x, y, top_k))
         for key, x in (("fp32", a), ("quantized", b))
     }
+    report.accuracy = {  # 100 * count / n: one rounding (nearest, float64)
+        key: {"top1": 100 * c1 / n, "top5": 100 * c5 / n}
+        for key, (c1, c5) in correct.items()
+    }
+    drop = correct["fp32"][0] - correct["quantized"][0]
+    report.accuracy_drop_points = 100 * drop / n  # exact at the 2 and 4 borders
     pred_a, pred_b = np.argmax(a, axis=1), np.argmax(b, axis=1)
-    report.accuracy = acc
-    report.accuracy_drop_points = acc["fp32"]["top1"] - acc["quantized"]["top1"]
     report.recommendation = metrics.recommendation(report.accuracy_drop_points)
     rows = metrics.class_accuracy_changes(y, pred_a, pred_b, c)
     report.per_class = [
