@@ -31,6 +31,9 @@ _EXPORTS = {
     "overflow_report": "refquant.kernels.overflow",
     # main job
     "evaluate": "refquant.evaluation",
+    "evaluate_outputs": "refquant.evaluation",
+    "EvaluationReport": "refquant.evaluation",
+    "make_observer": "refquant.calibration",
     "Graph": "refquant.graph", "load_keras_h5": "refquant.io.keras_h5",
 }
 
