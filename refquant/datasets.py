@@ -415,12 +415,19 @@ def load_array_data(path, x_key=None, y_key=None):
     if not p.is_file():
         raise InvalidArgumentError(f"path must be an existing file or folder; got {p}")
     suffix = p.suffix.lower()
-    if suffix == ".npy":
-        return np.load(p, allow_pickle=False), None
-    if suffix == ".npz":
-        with np.load(p, allow_pickle=False) as z:
-            x_name, y_name = _split_keys(set(z.files), x_key, y_key, p)
-            return z[x_name], (None if y_name is None else _labels(z[y_name], p))
+    try:
+        if suffix == ".npy":
+            return np.load(p, allow_pickle=False), None
+        if suffix == ".npz":
+            with np.load(p, allow_pickle=False) as z:
+                x_name, y_name = _split_keys(set(z.files), x_key, y_key, p)
+                return z[x_name], (None if y_name is None else _labels(z[y_name], p))
+    except ValueError as e:
+        if isinstance(e, InvalidArgumentError):
+            raise
+        raise InvalidArgumentError(
+            f"path={str(p)!r} cannot be read with allow_pickle=False: {e}"
+        ) from None
     if suffix in (".h5", ".hdf5"):
         return _load_hdf5(p, x_key, y_key)
     raise InvalidArgumentError(
