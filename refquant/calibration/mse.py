@@ -32,34 +32,22 @@ def representative_values(histogram) -> tuple[np.ndarray, np.ndarray]:
     return values[keep], counts[keep]
 
 
-def fake_quantize_rows(values, scheme, scale, zero_point) -> np.ndarray:
-    """``(clamp(half_even(v / s_k) + z_k, qmin, qmax) - z_k) * s_k`` for every row k.
-
-    ``scale`` and ``zero_point`` have shape (K,); the result is (K, len(values)).
-    """
-    from refquant.numerics.rounding import round_half_even
-
-    s = scale[:, None]
-    z = zero_point[:, None].astype(np.float64)
-    q = np.clip(round_half_even(values[None, :] / s) + z, scheme.qmin, scheme.qmax)
-    return (q - z) * s
-
-
 def candidate_errors(values, counts, lows, highs, scheme) -> np.ndarray:
     """Mean squared error ``sum(counts * (fq_k(v) - v)**2) / sum(counts)`` per k."""
     from dataclasses import replace
 
-    from refquant.numerics.qparams import compute_qparams
+    from refquant.numerics.qparams import QParams, compute_qparams
+    from refquant.numerics.quantize import fake_quantize
 
     rows = replace(scheme, granularity="per_channel", axis=0, group_size=None)
     qp = compute_qparams(lows, highs, rows)  # (K,) scales and zero points
     errors = np.empty(lows.shape[0], dtype=np.float64)
     step = max(1, _CHUNK_ELEMENTS // max(1, values.size))
     for start in range(0, lows.shape[0], step):  # chunks of candidates
-        end = start + step
-        fq = fake_quantize_rows(
-            values, scheme, qp.scale[start:end], qp.zero_point[start:end]
-        )
+        end = min(start + step, lows.shape[0])
+        chunk = QParams(qp.scale[start:end], qp.zero_point[start:end], rows)
+        grid = np.broadcast_to(values, (end - start, values.size))  # (k, M)
+        fq = fake_quantize(grid, chunk, "half_even")  # float64
         errors[start:end] = ((fq - values) ** 2 @ counts) / counts.sum()
     return errors
 
