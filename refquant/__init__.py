@@ -35,6 +35,8 @@ _EXPORTS = {
     "EvaluationReport": "refquant.evaluation",
     "make_observer": "refquant.calibration",
     "Graph": "refquant.graph", "load_keras_h5": "refquant.io.keras_h5",
+    "load_torch_state_dict": "refquant.io.torch_pth",
+    "load_safetensors": "refquant.io.safetensors",
 }
 
 _SUBMODULES = {
@@ -49,6 +51,7 @@ _SUBMODULES = {
     "ptq",
     "evaluation",
     "assets",
+    "datasets",
 }
 
 __all__ = sorted(_EXPORTS)
