@@ -14,6 +14,7 @@ _EXPORTS = {
     "load_torch_pickle": "refquant.io.torch_pth",
     "load_safetensors": "refquant.io.safetensors",
     "save_safetensors": "refquant.io.safetensors",
+    "load_keras_h5": "refquant.io.keras_h5",
 }
 _SUBMODULES = {"torch_pth", "safetensors", "keras_h5"}
 
