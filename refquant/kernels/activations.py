@@ -87,3 +87,147 @@ def clamp_activation(q, activation, scale, zero_point, out_dtype, profile="exact
     codes = int_codes("q", q)
     lo, hi = activation_range(activation, scale, zero_point, dtype, profile)
     return np.clip(codes, lo, hi).astype(dtype)
+
+
+# ================================================================ nonlinear
+_FIXED_OUTPUT = {  # (scale, zero_point) of the fixed output quantization
+    ("softmax", "int8"): (1 / 256, -128),
+    ("softmax", "uint8"): (1 / 256, 0),
+    ("softmax", "int16"): (1 / 32768, 0),
+    ("logistic", "int8"): (1 / 256, -128),
+    ("logistic", "uint8"): (1 / 256, 0),
+    ("logistic", "int16"): (1 / 32768, 0),
+    ("tanh", "int8"): (1 / 128, 0),
+    ("tanh", "uint8"): (1 / 128, 128),
+    ("tanh", "int16"): (1 / 32768, 0),
+}
+
+
+def _output_qparams(op, dtype, y_scale, y_zero_point):
+    default = _FIXED_OUTPUT.get((op, dtype.name))
+    if (y_scale is None or y_zero_point is None) and default is None:
+        raise InvalidArgumentError(
+            f"{op} has no default output qparams for {dtype.name}; pass y_scale "
+            "and y_zero_point"
+        )
+    s = default[0] if y_scale is None else y_scale
+    z = default[1] if y_zero_point is None else y_zero_point
+    s = float(scales("y_scale", s).reshape(()))
+    z = int(zero_points("y_zero_point", z, dtype).reshape(()))
+    return s, z
+
+
+def _inputs(x, x_scale, x_zero_point):
+    from refquant.kernels._checks import int_codes
+
+    q = int_codes("x", x)
+    s = float(scales("x_scale", x_scale).reshape(()))
+    z = int(zero_points("x_zero_point", x_zero_point).reshape(()))
+    return q, s, z
+
+
+def _quantize_exact(real, s_y, z_y, dtype):
+    """``clamp(round_half_even(real / s_y) + z_y)`` for float64 ``real``."""
+    q = _arith.divide_round(real, s_y, "exact", "half_even")
+    qmin, qmax = qrange(dtype)
+    return np.clip(q + z_y, qmin, qmax).astype(dtype)
+
+
+def _quantize_float32(real32, s_y, z_y, dtype, prof):
+    q = _arith.divide_round(
+        real32, s_y, prof.quantize_arithmetic, prof.quantize_rounding
+    )
+    qmin, qmax = qrange(dtype)
+    return np.clip(q + z_y, qmin, qmax).astype(dtype)
+
+
+# ------------------------------------------------------- TFLite float LUT
+_F32_TRANSFORMS = {
+    # float32 results of the C++ expressions, each op rounded once (expf and
+    # tanhf taken as correctly rounded)
+    "logistic": lambda v: (
+        np.float32(1)
+        / (np.float32(1) + np.exp(-v.astype(np.float64)).astype(np.float32))
+    ),
+    "tanh": lambda v: np.tanh(v.astype(np.float64)).astype(np.float32),
+}
+_F64_TRANSFORMS = {
+    "logistic": lambda v: 0.5 * (1.0 + np.tanh(0.5 * v)),
+    "tanh": np.tanh,
+}
+
+
+def _tflite_lut(op, q, s_x, z_x, s_y, z_y, dtype):
+    """TFLite ``LUTPopulateInt8``: float32 transform, ties away, reciprocal."""
+    deq = np.float32(s_x) * (q - z_x).astype(np.float32)
+    f = _F32_TRANSFORMS[op](deq)
+    inverse = np.float32(1) / np.float32(s_y)
+    v = _arith.round_float(f * inverse, "half_away") + np.float32(z_y)
+    qmin, qmax = qrange(dtype)
+    return np.clip(v, qmin, qmax).astype(dtype)
+
+
+def _pointwise(op, x, x_scale, x_zero_point, y_scale, y_zero_point, out_dtype, profile):
+    prof = get_profile(profile)
+    dtype = out_dtype_of(out_dtype)
+    q, s_x, z_x = _inputs(x, x_scale, x_zero_point)
+    s_y, z_y = _output_qparams(op, dtype, y_scale, y_zero_point)
+    method = getattr(prof, f"{op}_method")
+    if method == "tflite_float_lut":
+        return _tflite_lut(op, q, s_x, z_x, s_y, z_y, dtype)
+    if method == "float32_lut":
+        deq = np.float32(s_x) * (q - z_x).astype(np.float32)
+        return _quantize_float32(_F32_TRANSFORMS[op](deq), s_y, z_y, dtype, prof)
+    real = _F64_TRANSFORMS[op](s_x * (q - z_x).astype(np.float64))
+    return _quantize_exact(real, s_y, z_y, dtype)
+
+
+def logistic(
+    x,
+    x_scale,
+    x_zero_point,
+    *,
+    y_scale=None,
+    y_zero_point=None,
+    out_dtype=np.int8,
+    profile="exact",
+):
+    """Quantized logistic: ``z_y + round(sigmoid(s_x * (x - z_x)) / s_y)``.
+
+    Output qparams default to the fixed TFLite ones: (1/256, -128) for int8,
+    (1/256, 0) for uint8, (1/32768, 0) for int16.  ``exact``: sigmoid in
+    float64, ties to even (sigmoid of a nonzero rational is irrational, so only
+    genuine ties are exact; float64 error < 2**-50 relative);
+    ``tflite_float_lut``: TFLite ``LUTPopulateInt8`` (float32, reciprocal of
+    ``s_y``, ties away); ``float32_lut``: float32 sigmoid quantized with the
+    profile's quantize rule.
+
+    >>> logistic(np.int8([0, 127]), 0.1, 0).tolist()
+    [0, 127]
+    """
+    return _pointwise(
+        "logistic", x, x_scale, x_zero_point, y_scale, y_zero_point, out_dtype, profile
+    )
+
+
+def tanh(
+    x,
+    x_scale,
+    x_zero_point,
+    *,
+    y_scale=None,
+    y_zero_point=None,
+    out_dtype=np.int8,
+    profile="exact",
+):
+    """Quantized tanh: ``z_y + round(tanh(s_x * (x - z_x)) / s_y)``.
+
+    Output qparams default to (1/128, 0) for int8, (1/128, 128) for uint8 and
+    (1/32768, 0) for int16; methods as for :func:`logistic`.
+
+    >>> tanh(np.int8([-128, 0, 5]), 0.1, 0).tolist()
+    [-128, 0, 59]
+    """
+    return _pointwise(
+        "tanh", x, x_scale, x_zero_point, y_scale, y_zero_point, out_dtype, profile
+    )
