@@ -231,3 +231,175 @@ def tanh(
     return _pointwise(
         "tanh", x, x_scale, x_zero_point, y_scale, y_zero_point, out_dtype, profile
     )
+
+
+# ------------------------------------------------- gemmlowp fixed point
+# Raw int32 values held in int64 arrays; Q(m).(31-m) formats as in gemmlowp.
+_INT32_MAX = 2**31 - 1
+_EXP_BARREL = (  # exponent -> raw Q0.31 of exp(-2**exponent)
+    (-2, 1672461947),
+    (-1, 1302514674),
+    (0, 790015084),
+    (1, 290630308),
+    (2, 39332535),
+    (3, 720401),
+    (4, 242),
+)
+
+
+def _srdhm(a, b):
+    from refquant.numerics.fixedpoint import _srdhm
+
+    return _srdhm(np.asarray(a, dtype=np.int64), np.asarray(b, dtype=np.int64))
+
+
+def _rdbpot(x, exponent):
+    from refquant.numerics.fixedpoint import _rdbpot
+
+    return _rdbpot(np.asarray(x, dtype=np.int64), np.int64(exponent))
+
+
+def _saturating_shift_left(x, exponent):
+    """gemmlowp ``SaturatingRoundingMultiplyByPOT<exponent > 0>`` on int32 raws."""
+    threshold = (1 << (31 - exponent)) - 1
+    out = x << exponent
+    out = np.where(x > threshold, _INT32_MAX, out)
+    return np.where(x < -threshold, -(2**31), out)
+
+
+def _exp_on_interval_quarter(a):
+    """exp(a) for Q0.31 ``a`` in [-1/4, 0): Taylor series around -1/8."""
+    constant_term = 1895147668  # exp(-1/8)
+    one_third = 715827883
+    x = a + (1 << 28)
+    x2 = _srdhm(x, x)
+    x3 = _srdhm(x2, x)
+    x4 = _srdhm(x2, x2)
+    x4_over_4 = _rdbpot(x4, 2)
+    poly = _rdbpot(_srdhm(x4_over_4 + x3, one_third) + x2, 1)
+    return constant_term + _srdhm(constant_term, x + poly)
+
+
+def _exp_on_negative_values(a, integer_bits):
+    """gemmlowp ``exp_on_negative_values`` of Q(integer_bits) raws -> Q0.31."""
+    frac_bits = 31 - integer_bits
+    quarter = 1 << (frac_bits - 2)
+    a_mod = (a & (quarter - 1)) - quarter
+    result = _exp_on_interval_quarter(_saturating_shift_left(a_mod, integer_bits))
+    remainder = a_mod - a
+    for exponent, multiplier in _EXP_BARREL:
+        if integer_bits > exponent:
+            bit = (remainder & (1 << (frac_bits + exponent))) != 0
+            result = np.where(bit, _srdhm(result, multiplier), result)
+    if integer_bits > 5:
+        clamp = -(1 << (36 - integer_bits))
+        result = np.where(a < clamp, 0, result)
+    return np.where(a == 0, _INT32_MAX, result)
+
+
+def _rounding_half_sum(a, b):
+    total = a + b
+    sign = np.where(total >= 0, 1, -1)
+    v = total + sign
+    return np.where(v >= 0, v // 2, -((-v) // 2))  # C truncating division
+
+
+def _one_over_one_plus_x(a):
+    """gemmlowp ``one_over_one_plus_x_for_x_in_0_1`` (Q0.31 in and out)."""
+    half_denominator = _rounding_half_sum(a, _INT32_MAX)
+    x = 1515870810 + _srdhm(half_denominator, -1010580540)  # Q2.29
+    for _ in range(3):  # Newton-Raphson steps
+        one_minus = (1 << 29) - _srdhm(half_denominator, x)
+        x = x + _saturating_shift_left(_srdhm(x, one_minus), 2)
+    return _saturating_shift_left(x, 1)
+
+
+def _reciprocal(total, integer_bits):
+    """TFLite ``GetReciprocal``: (Q0.31 scale, num_bits_over_unit)."""
+    bit_length = np.frexp(total.astype(np.float64))[1].astype(np.int64)
+    headroom_plus_one = 32 - bit_length
+    num_bits_over_unit = integer_bits - headroom_plus_one
+    shifted_minus_one = (total << headroom_plus_one) - (1 << 31)
+    return _one_over_one_plus_x(shifted_minus_one), num_bits_over_unit
+
+
+def _softmax_tflite(q, s_x, beta, dtype):
+    """TFLite reference int8/uint8 softmax in gemmlowp fixed point."""
+    from refquant.numerics.fixedpoint import quantize_multiplier
+
+    real = min(float(beta) * float(np.float32(s_x)) * 2.0 ** (31 - 5), 2.0**31 - 1)
+    multiplier, left_shift = quantize_multiplier(real)
+    radius = int(np.floor((2**5 - 1) * 2.0 ** (31 - 5) / 2.0**left_shift))
+    diff = q - q.max(axis=-1, keepdims=True)
+    valid = diff >= -radius
+    rescaled = _srdhm(np.where(valid, diff, 0) << left_shift, multiplier)  # Q5.26
+    exps = _exp_on_negative_values(rescaled, 5)  # Q0.31
+    total = np.where(valid, _rdbpot(exps, 12), 0).sum(axis=-1, keepdims=True)
+    scale, bits_over_unit = _reciprocal(total, 12)
+    out = _rdbpot_array(_srdhm(scale, exps), bits_over_unit + 31 - 8)
+    qmin, qmax = qrange(dtype)
+    out = np.where(valid, out + qmin, qmin)
+    return np.clip(out, qmin, qmax).astype(dtype)
+
+
+def _rdbpot_array(x, exponent):
+    from refquant.numerics.fixedpoint import _rdbpot
+
+    return _rdbpot(x, np.broadcast_to(exponent, x.shape).astype(np.int64))
+
+
+def softmax(
+    x,
+    x_scale,
+    x_zero_point,
+    *,
+    beta=1.0,
+    y_scale=1 / 256,
+    y_zero_point=-128,
+    out_dtype=np.int8,
+    profile="exact",
+):
+    """Quantized softmax over the last axis.
+
+    ``y = z_y + round(softmax(beta * s_x * (x - z_x)) / s_y)``.  ``exact``:
+    float64 evaluation, ties to even (exact ties only arise from equal entries,
+    which float64 computes exactly); ``tflite_fixed_point``: TFLite reference
+    kernel in gemmlowp fixed point (Q5.26 differences, Q12.19 sum, Newton
+    reciprocal; needs output (1/256, -128) for int8 or (1/256, 0) for uint8);
+    ``float32``: dequantize, float32 softmax, quantize with the profile's rule.
+
+    >>> softmax(np.int8([[0, 0]]), 0.1, 0).tolist()
+    [[0, 0]]
+    """
+    prof = get_profile(profile)
+    dtype = out_dtype_of(out_dtype)
+    q, s_x, z_x = _inputs(x, x_scale, x_zero_point)
+    if q.ndim == 0:
+        raise InvalidArgumentError("x must have at least one axis for softmax")
+    s_y, z_y = _output_qparams("softmax", dtype, y_scale, y_zero_point)
+    if not (isinstance(beta, (int, float)) and np.isfinite(beta) and beta > 0):
+        raise InvalidArgumentError(
+            f"beta must be a finite float > 0; got beta={beta!r}"
+        )
+    method = prof.softmax_method
+    if method == "tflite_fixed_point":
+        expected = _FIXED_OUTPUT.get(("softmax", dtype.name))
+        if dtype.name not in ("int8", "uint8") or (s_y, z_y) != expected:
+            raise NotImplementedError(
+                "the TFLite fixed-point softmax is implemented for int8 output "
+                "(1/256, -128) and uint8 output (1/256, 0); got "
+                f"{dtype.name} output ({s_y}, {z_y})"
+            )
+        return _softmax_tflite(q, s_x, beta, dtype)
+    if method == "float32":
+        d = (
+            np.float32(beta)
+            * np.float32(s_x)
+            * (q - q.max(axis=-1, keepdims=True)).astype(np.float32)
+        )
+        e = np.exp(d.astype(np.float64)).astype(np.float32)
+        p = e / e.sum(axis=-1, keepdims=True, dtype=np.float32)
+        return _quantize_float32(p, s_y, z_y, dtype, prof)
+    d = beta * s_x * (q - q.max(axis=-1, keepdims=True)).astype(np.float64)
+    e = np.exp(d)
+    return _quantize_exact(e / e.sum(axis=-1, keepdims=True), s_y, z_y, dtype)
