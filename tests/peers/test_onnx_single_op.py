@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 pytest.importorskip("onnx")
-from hypothesis import given  # noqa: E402
+from hypothesis import assume, given  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 from hypothesis.extra import numpy as hnp  # noqa: E402
 from peer_onnx import (  # noqa: E402
@@ -472,6 +472,8 @@ def test_qlinear_global_average_pool_onnxruntime(dtype):
         same = data.draw(st.booleans())
         y_s = x_s if same else data.draw(scales())
         y_zp = x_zp if same else data.draw(zero_points(dtype))
+        # ORT (MLAS) refuses x_s / (y_s * H * W) outside [2^-32, 256).
+        assume(x_s / (y_s * x_shape[2] * x_shape[3]) < 256)
         (expected,) = run(model, x, x_s, x_zp, y_s, y_zp)
         got = pool.global_average_pool(
             nchw_to_nhwc(x), x_s, x_zp, y_s, y_zp, out_dtype=dtype,

@@ -262,6 +262,26 @@ def test_quantized_add_tie_is_half_even():
     assert_same_codes(got, expected, "ties -30.5, -61.5, 36.5")
 
 
+def test_quantized_add_dequantizes_with_fma():
+    """ATen's vectorized add dequantizes as fma(s, q, f32(-z * s)), not s * (q - z).
+
+    a = 105 at (1.001240611076355, 68), b = 0 at (1.0, 0), y at
+    (2.00248122215271, 0): real value 18.5 exactly; fma gives
+    da = 37.045906f, da * f32(1 / s_y) = 18.500002f -> 19; f32(s * 37) =
+    37.045902f gives 18.499998f -> 18.
+    """
+    ew = kernel_module("elementwise")
+    a = np.zeros(64, np.uint8)
+    a[0] = 105
+    b = np.zeros(64, np.uint8)
+    s_a, s_y = float(f32(1.001240611076355)), float(f32(2.00248122215271))
+    y = torch.ops.quantized.add(quint8(a, s_a, 68), quint8(b, 1.0, 0), s_y, 0)
+    expected = y.int_repr().numpy()
+    assert expected[0] == 19  # the peer itself
+    got = ew.add(a, s_a, 68, b, 1.0, 0, s_y, 0, out_dtype=np.uint8, profile=PROFILE)
+    assert_same_codes(got, expected, "a=105 (1.00124..., 68), y (2.00248..., 0)")
+
+
 @pytest.mark.xfail(
     strict=True,
     reason=(
