@@ -43,18 +43,21 @@ def int_codes(name, q) -> np.ndarray:
 
 
 def scales(name, value) -> np.ndarray:
-    """Positive, finite, normal float64 scale(s)."""
+    """Positive, finite scale(s) inside the normal float32 range, as float64."""
     try:
         arr = np.asarray(value, dtype=np.float64)
     except (TypeError, ValueError) as exc:
         raise InvalidTypeError(
             f"{name} must be a positive float or array of floats; got {name}={value!r}"
         ) from exc
-    bad = ~np.isfinite(arr) | (arr < np.finfo(np.float64).tiny)
+    tiny, big = float(np.finfo(np.float32).tiny), float(np.finfo(np.float32).max)
+    bad = ~np.isfinite(arr) | (arr < tiny) | (arr > big)
     if arr.size == 0 or bad.any():
         shown = arr[bad].flat[0] if arr.size else value
         raise InvalidArgumentError(
-            f"{name} must be a positive, finite, normal float; got {name}={shown!r}"
+            f"{name} must be a positive, finite, normal float in [{tiny!r}, "
+            f"{big!r}] (the normal float32 range every backend stores); got "
+            f"{name}={shown!r}"
         )
     return arr
 
