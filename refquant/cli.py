@@ -1,0 +1,72 @@
+"""The ``refquant`` command.
+
+Each subcommand lives in its own module under :mod:`refquant.commands` and is
+imported only when it runs, so ``refquant --help`` stays fast.  A subcommand
+module provides ``add_arguments(parser)`` and ``run(args) -> int``.
+
+Exit codes: 0 success, 1 the job failed (a check, a download, a budget), 2 the
+command line or an input file was wrong.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# name -> (module, one-line help)
+SUBCOMMANDS = {
+    "assets": (
+        "refquant.commands.assets",
+        "list or fetch the real example weights and images",
+    ),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="refquant",
+        description="Reference quantization: calibrate, quantize, run integer-only "
+        "and report, bit-exact with named backends.",
+    )
+    parser.add_argument("--version", action="version", version=_version())
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module_name, help_text) in SUBCOMMANDS.items():
+        module = importlib.import_module(module_name)
+        p = sub.add_parser(
+            name,
+            help=help_text,
+            description=(module.__doc__ or help_text).strip(),
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        module.add_arguments(p)
+        p.set_defaults(_run=module.run)
+    return parser
+
+
+def _version() -> str:
+    from refquant import __version__
+
+    return f"refquant {__version__}"
+
+
+def main(argv=None) -> int:
+    from refquant.errors import RefquantError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    try:
+        return int(args._run(args) or 0)
+    except (RefquantError, FileNotFoundError, PermissionError) as exc:
+        print(f"refquant {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"refquant {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Subcommands of the ``refquant`` command, one module each (see refquant.cli)."""
