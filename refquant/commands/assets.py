@@ -1,8 +1,8 @@
 """List or fetch the real example weights and images (sha256-checked).
 
-  refquant assets list
-  refquant assets fetch --all
-  refquant assets fetch mnist_cnn mnist_5k
+refquant assets list
+refquant assets fetch --all
+refquant assets fetch mnist_cnn mnist_5k
 """
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("names", nargs="*", metavar="NAME", help="asset names")
     parser.add_argument("--all", action="store_true", help="fetch every asset")
     parser.add_argument(
-        "--cache-dir", help="cache folder (default: $REFQUANT_CACHE or ~/.cache/refquant)"
+        "--cache-dir",
+        help="cache folder (default: $REFQUANT_CACHE or ~/.cache/refquant)",
     )
 
 
