@@ -55,8 +55,6 @@ OUT_OF_SCOPE = {
     "test_quantizelinear_uint2": "packed 2-bit integer type",
     "test_dequantizelinear_int2": "packed 2-bit integer type",
     "test_dequantizelinear_uint2": "packed 2-bit integer type",
-    "test_quantizelinear_uint16": "uint16 codes (refquant: int8, uint8, int16)",
-    "test_dequantizelinear_uint16": "uint16 codes (refquant: int8, uint8, int16)",
     "test_dynamicquantizelinear_expanded": "same vectors as the plain case",
     "test_dynamicquantizelinear_max_adjusted_expanded": "same vectors",
     "test_dynamicquantizelinear_min_adjusted_expanded": "same vectors",

@@ -242,3 +242,26 @@ def test_tflite_reference_profile_matches_litert(name):
             f"{name}: {bad.size}/{expected.size} outputs differ; first at {idx}: "
             f"refquant {got[idx]!r}, LiteRT {expected[idx]!r}"
         )
+
+
+def test_litert_reproduces_the_measured_discrepancy_rows():
+    """The harness itself: LiteRT BUILTIN_REF gives the values of
+    integer_semantics.md section 6 on the committed fixtures."""
+    # D1 / D2: quantize ties round half away from zero (x / s = +-2.5, zp -3).
+    inputs, _ = load_inputs("quantize_ties")
+    x, y = inputs[0].ravel(), run_litert("quantize_ties", inputs).output.ravel()
+    for value, code in ((0.625, 3), (-0.625, -3), (0.125, 1), (-0.125, -1)):
+        assert int(y[np.flatnonzero(x == np.float32(value))[0]]) + 3 == code
+    # D3: -0.1155f / 0.001f is -115.5 in float32 -> -116.
+    inputs, _ = load_inputs("quantize_s0p001")
+    assert run_litert("quantize_s0p001", inputs).output.ravel()[0] == -116
+    # D9: ADD 2 + (-63) at scale 0.5 -> 1.0 is -30.5 -> -31.
+    inputs, _ = load_inputs("add_ties")
+    assert run_litert("add_ties", inputs).output.ravel()[0] == -31
+    # D4: CONV_2D M = 0.25 (channel 1), acc = -2 (x = 1, zp 3) -> -1 (+ zp -5).
+    inputs, _ = load_inputs("conv2d_1x1_ties")
+    out = run_litert("conv2d_1x1_ties", inputs).output
+    assert out.reshape(256, 8)[np.flatnonzero(inputs[0].ravel() == 1)[0], 1] == -6
+    # D23: SOFTMAX row [56, 9, ..., 92] at s = 0.1: last element 121.
+    inputs, _ = load_inputs("softmax_s0p1")
+    assert run_litert("softmax_s0p1", inputs).output[0, -1] == 121
