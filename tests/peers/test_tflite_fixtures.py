@@ -265,3 +265,8 @@ def test_litert_reproduces_the_measured_discrepancy_rows():
     # D23: SOFTMAX row [56, 9, ..., 92] at s = 0.1: last element 121.
     inputs, _ = load_inputs("softmax_s0p1")
     assert run_litert("softmax_s0p1", inputs).output[0, -1] == 121
+    # D10: AVERAGE_POOL_2D 2x2 window sum 2 (mean 0.5) -> 1, sum -2 -> -1.
+    inputs, _ = load_inputs("avgpool_2x2_ties")
+    sums = inputs[0].astype(int).reshape(1, 4, 2, 4, 2, 4).sum(axis=(2, 4))
+    out = run_litert("avgpool_2x2_ties", inputs).output
+    assert set(out[sums == 2].tolist()) == {1} and set(out[sums == -2].tolist()) == {-1}
