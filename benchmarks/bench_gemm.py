@@ -12,6 +12,9 @@ For each shape, the median wall time of several runs of
 
 then the ratios ``int64 / refquant`` (goal >= 10) and ``refquant / float32``
 (goal <= 2).  Usage: ``python benchmarks/bench_gemm.py [--repeats N] [--quick]``.
+On a machine shared with other busy processes, multi-threaded BLAS stalls
+for whole scheduler slices; run with ``OPENBLAS_NUM_THREADS=1`` in the
+shell for stable, single-threaded ratios (the script never sets it).
 """
 
 from __future__ import annotations
