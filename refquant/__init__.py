@@ -28,6 +28,7 @@ _EXPORTS = {
     # integer engine
     "get_profile": "refquant.profiles",
     "Profile": "refquant.profiles",
+    "PROFILES": "refquant.profiles",
     "overflow_report": "refquant.kernels.overflow",
     # main job
     "evaluate": "refquant.evaluation",
