@@ -1,4 +1,4 @@
-"""Save and load a :class:`QuantizedModel` as HDF5 (layout: specs/quantized_model_h5.md).
+"""Save and load a QuantizedModel as HDF5 (specs/quantized_model_h5.md).
 
 Writing goes to a temporary file in the destination folder, then
 ``os.replace`` renames it, so a reader never sees a half-written model.
