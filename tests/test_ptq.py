@@ -87,9 +87,9 @@ def test_calibration_streams_and_matches_one_pass(rng):
     g, _, _ = dense_graph(rng)
     x = rng.standard_normal((37, 6)).astype(np.float32)
     seen = []
-    obs = calibrate(g, x, {"fc": make_observer("minmax"),
-                           "input": make_observer("minmax")},
-                    batch_size=5, progress=lambda d, t: seen.append((d, t)))  # fmt: skip
+    observers = {"fc": make_observer("minmax"), "input": make_observer("minmax")}
+    obs = calibrate(g, x, observers, batch_size=5,
+                    progress=lambda d, t: seen.append((d, t)))  # fmt: skip
     y = g.run(x)
     assert obs["fc"].compute_range() == (float(y.min()), float(y.max()))
     assert obs["input"].compute_range() == (float(x.min()), float(x.max()))
