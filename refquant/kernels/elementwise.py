@@ -15,9 +15,9 @@ then the fused activation clamp and the ``out_dtype`` range.  The profile's
   rounding of ``d_a * d_b`` with ``M = s_a * s_b / s_y``).
 * ``onnxruntime_float32``: ORT MLAS QLinearAdd (x86 SSE path) and QLinearMul
   in float32, ties to even.
-* ``float32``: dequantize to float32, add / multiply in float32, quantize with
-  the profile's quantize arithmetic and rounding (onnx.reference graphs,
-  PyTorch fbgemm).
+* ``float32``: dequantize to float32 as ``fma(s, q, f32(-z * s))``, add /
+  multiply in float32, quantize with the profile's quantize arithmetic and
+  rounding (PyTorch fbgemm ``quantized::add``; onnx.reference graphs).
 """
 
 from __future__ import annotations
@@ -81,7 +81,11 @@ def _to_int(v):
 
 
 def _dequantize32(q, s, z):
-    return np.float32(s) * (q - z).astype(np.float32)
+    """``fma(s, q, f32(-z * s))`` rounded once to float32 (ATen's vectorized
+    dequantize); ``s * q`` plus the float32 offset is exact in float64."""
+    s32 = np.float32(s)
+    offset = np.float32(-np.float32(z) * s32)
+    return (np.float64(s32) * q + np.float64(offset)).astype(np.float32)
 
 
 def _quantize32(v, p, prof):
