@@ -17,7 +17,6 @@ from refquant.errors import InvalidArgumentError, InvalidTypeError
 from refquant.graph import GraphBuilder, sequential
 from refquant.profiles import PROFILES
 from refquant.ptq import QuantConfig, quantize_model
-
 from tests.test_ptq import small_convnet
 
 
