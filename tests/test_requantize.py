@@ -278,3 +278,21 @@ def test_requantize_accumulator_rejects(kwargs, error, match):
     args.update(kwargs)
     with pytest.raises(error, match=match):
         requantize_accumulator(**args)
+
+
+def test_exact_with_accumulators_beyond_float64_integers():
+    # |acc| >= 2**53 takes the two-term split of the exact path
+    acc = np.array([2**62 - 1, -(2**62) + 3, 2**53 + 1, -(2**53) - 3])
+    s_in, s_w, s_out = 2.0**-41, 0.3, 0.7
+    got = requantize_accumulator(acc, s_in, s_w, s_out, 0, np.int32, "exact")
+    big = 2**31
+    want = [
+        oracle.exact_requantize(int(a), s_in, s_w, s_out, 0, -big, big - 1, "half_even")
+        for a in acc
+    ]
+    assert got.tolist() == want
+    ties = requantize_accumulator(
+        np.array([2**60 + 2**19, 2**60 + 3 * 2**19]), 2.0**-40, 1.0, 1.0, 0, np.int32
+    )
+    # (2**60 + 2**19) / 2**40 = 2**20 + 0.5 -> even 2**20; + 1.5 -> 2**20 + 2
+    assert ties.tolist() == [2**20, 2**20 + 2]

@@ -91,8 +91,10 @@ def _sign_of_sum(terms):
 
 
 def _int_terms(v):
-    """Split an int64 array into two float64 arrays summing to it exactly."""
+    """Float64 arrays summing exactly to an int64 array (one or two terms)."""
     v = np.asarray(v, dtype=np.int64)
+    if v.size == 0 or np.abs(v).max() < 2**53:
+        return [v.astype(np.float64)]  # exact in float64: one term suffices
     hi = (v >> 26) << 26  # at most 37 significant bits
     return [hi.astype(np.float64), (v - hi).astype(np.float64)]
 
