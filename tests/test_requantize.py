@@ -292,7 +292,7 @@ def test_exact_with_accumulators_beyond_float64_integers():
     ]
     assert got.tolist() == want
     ties = requantize_accumulator(
-        np.array([2**60 + 2**19, 2**60 + 3 * 2**19]), 2.0**-40, 1.0, 1.0, 0, np.int32
+        np.array([2**60 + 2**39, 2**60 + 3 * 2**39]), 2.0**-40, 1.0, 1.0, 0, np.int32
     )
-    # (2**60 + 2**19) / 2**40 = 2**20 + 0.5 -> even 2**20; + 1.5 -> 2**20 + 2
+    # (2**60 + 2**39) / 2**40 = 2**20 + 0.5 -> even 2**20; + 1.5 -> 2**20 + 2
     assert ties.tolist() == [2**20, 2**20 + 2]
