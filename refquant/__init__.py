@@ -38,6 +38,7 @@ _EXPORTS = {
     "Graph": "refquant.graph", "load_keras_h5": "refquant.io.keras_h5",
     "load_torch_state_dict": "refquant.io.torch_pth",
     "load_safetensors": "refquant.io.safetensors",
+    "export_corpus": "refquant.conformance", "verify_corpus": "refquant.conformance",
 }
 
 _SUBMODULES = {

@@ -20,6 +20,10 @@ SUBCOMMANDS = {
         "refquant.commands.assets",
         "list or fetch the real example weights and images",
     ),
+    "conformance": (
+        "refquant.commands.conformance",
+        "export or verify the golden-vector conformance corpus (HDF5)",
+    ),
 }
 
 
