@@ -375,6 +375,97 @@ def pad(inputs, params, attrs):
     return np.pad(x, paddings, constant_values=attrs["value"])
 
 
+# ---------------------------------------------------------------- added ops
+def mul(inputs, params, attrs):
+    """``y = inputs[0] * inputs[1] * ...`` with NumPy broadcasting (float32).
+
+    The batch axis must agree; other axes broadcast (a squeeze-excitation gate
+    ``(N, 1, 1, C)`` times a feature map ``(N, H, W, C)``).
+    """
+    if len({t.ndim for t in inputs}) != 1 or len({t.shape[0] for t in inputs}) != 1:
+        raise InvalidArgumentError(
+            f"Mul inputs must share rank and batch size; got "
+            f"{[t.shape for t in inputs]}"
+        )
+    try:
+        y = np.multiply(inputs[0], inputs[1], dtype=F32)
+        for t in inputs[2:]:
+            y = np.multiply(y, t, dtype=F32)
+    except ValueError as exc:
+        raise InvalidArgumentError(
+            f"Mul inputs do not broadcast: {[t.shape for t in inputs]}"
+        ) from exc
+    return y
+
+
+def _broadcast_param(x, p, key):
+    if p.ndim > x.ndim - 1:
+        raise InvalidArgumentError(
+            f"ScaleShift param {key!r} of shape {p.shape} must broadcast against "
+            f"one sample of shape {x.shape[1:]} (rank <= {x.ndim - 1})"
+        )
+    if np.broadcast_shapes(x.shape[1:], p.shape) != x.shape[1:]:
+        raise InvalidArgumentError(
+            f"ScaleShift param {key!r} of shape {p.shape} does not broadcast to "
+            f"one sample of shape {x.shape[1:]}"
+        )
+    return p
+
+
+def scale_shift(inputs, params, attrs):
+    """``y = x * scale + shift`` (float32, two roundings), params broadcast
+    against one sample ``x[n]``; a missing param is 1 (scale) or 0 (shift).
+    """
+    (x,) = inputs
+    y = np.asarray(x, dtype=F32)
+    if "scale" in params:
+        y = np.multiply(y, _broadcast_param(x, params["scale"], "scale"), dtype=F32)
+    if "shift" in params:
+        y = np.add(y, _broadcast_param(x, params["shift"], "shift"), dtype=F32)
+    return y.copy() if y is x else y
+
+
+def clip(inputs, params, attrs):
+    """``y = min(max(x, min), max)``; a None bound is absent."""
+    low, high = attrs["min"], attrs["max"]
+    y = np.array(inputs[0], dtype=F32, copy=True)
+    if low is not None:
+        np.maximum(y, F32(low), out=y)
+    if high is not None:
+        np.minimum(y, F32(high), out=y)
+    return y
+
+
+def hard_sigmoid(inputs, params, attrs):
+    """``y = max(0, min(1, alpha * x + beta))`` in float32 (ONNX HardSigmoid)."""
+    y = np.multiply(inputs[0], F32(attrs["alpha"]), dtype=F32)
+    y += F32(attrs["beta"])
+    return np.clip(y, F32(0), F32(1), out=y)
+
+
+def hard_swish(inputs, params, attrs):
+    """``y = x * min(max(x + 3, 0), 6) / 6`` in float32, in that order
+    (PyTorch's hardswish; ONNX HardSwish is the same function).
+    """
+    x = np.asarray(inputs[0], dtype=F32)
+    gate = np.clip(x + F32(3), F32(0), F32(6))
+    y = np.multiply(x, gate, out=gate)
+    y /= F32(6)
+    return y
+
+
+def transpose(inputs, params, attrs):
+    """``y = x.transpose(perm)`` (contiguous copy); ``perm[0] == 0``."""
+    x = inputs[0]
+    perm = attrs["perm"]
+    if len(perm) != x.ndim:
+        raise InvalidArgumentError(
+            f"Transpose perm {perm} has {len(perm)} axes; the input has rank "
+            f"{x.ndim} (shape {x.shape})"
+        )
+    return np.ascontiguousarray(x.transpose(perm))
+
+
 # ---------------------------------------------------------------- registry
 @dataclass(frozen=True)
 class FloatKernel:
@@ -402,4 +493,10 @@ FLOAT_KERNELS: dict[str, FloatKernel] = {
     "Softmax": FloatKernel(softmax),
     "Sigmoid": FloatKernel(sigmoid),
     "Tanh": FloatKernel(tanh),
+    "Mul": FloatKernel(mul),
+    "ScaleShift": FloatKernel(scale_shift),
+    "Clip": FloatKernel(clip),
+    "HardSigmoid": FloatKernel(hard_sigmoid),
+    "HardSwish": FloatKernel(hard_swish),
+    "Transpose": FloatKernel(transpose),
 }

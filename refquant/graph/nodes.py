@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from refquant._validation import OneOf, check, check_type
+from refquant._validation import FloatRange, OneOf, check, check_type
 from refquant.errors import InvalidArgumentError
 
 ACTIVATIONS = (None, "relu", "relu6")
@@ -70,6 +70,13 @@ OP_SPECS: dict[str, OpSpec] = {
         OpSpec("Softmax", attrs={"axis": -1}),
         OpSpec("Sigmoid"),
         OpSpec("Tanh"),
+        # added for imported models (ONNX): elementwise and layout ops
+        OpSpec("Mul", min_inputs=2, max_inputs=None),
+        OpSpec("ScaleShift", optional_params=("scale", "shift")),
+        OpSpec("Clip", attrs={"min": None, "max": None}),
+        OpSpec("HardSigmoid", attrs={"alpha": 0.2, "beta": 0.5}),
+        OpSpec("HardSwish"),
+        OpSpec("Transpose", attrs={"perm": _MISSING}),
     )
 }  # fmt: skip
 
@@ -178,13 +185,53 @@ def _normalize_attr(op: str, key: str, value):
         return _normalize_shape(where, value)
     if key == "paddings":
         return _normalize_paddings(where, value)
+    if key in ("alpha", "beta"):
+        check(where, value, FloatRange(None, None))
+        _check_finite(where, value)
+        return float(value)
+    if key in ("min", "max"):
+        if value is None:
+            return None
+        check(where, value, FloatRange(None, None))
+        return float(value)
+    if key == "perm":
+        return _normalize_perm(where, value)
     raise AssertionError(f"no rule for attr {key}")  # unreachable: table-driven
 
 
 def _check_positive_float(name: str, value) -> None:
-    from refquant._validation import FloatRange
-
     check(name, value, FloatRange(0.0, None, low_open=True))
+
+
+def _check_finite(name: str, value) -> None:
+    if not np.isfinite(float(value)):
+        raise InvalidArgumentError(
+            f"{name} must be a finite real number; got {name}={value!r}"
+        )
+
+
+def _normalize_perm(name: str, value) -> tuple[int, ...]:
+    """A permutation of ``range(rank)`` that keeps the batch axis first."""
+    ok = isinstance(value, Sequence) and not isinstance(value, str) and value
+    ok = ok and all(
+        isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in value
+    )
+    if not ok or sorted(value) != list(range(len(value))) or value[0] != 0:
+        raise InvalidArgumentError(
+            f"{name} must be a permutation of 0..rank-1 with perm[0] == 0 (the "
+            f"batch axis stays first); got {name}={value!r}"
+        )
+    return tuple(int(v) for v in value)
+
+
+def _check_attr_relations(name: str, op: str, attrs: dict) -> None:
+    """Constraints between attrs of one node (Clip needs min <= max)."""
+    low, high = attrs.get("min"), attrs.get("max")
+    if op == "Clip" and low is not None and high is not None and low > high:
+        raise InvalidArgumentError(
+            f"node {name!r}: Clip attrs must satisfy min <= max; got min={low!r}, "
+            f"max={high!r}"
+        )
 
 
 def _normalize_attrs(spec: OpSpec, node_name: str, attrs: Mapping) -> dict:
@@ -336,6 +383,7 @@ class Node:
         attrs = _normalize_attrs(spec, self.name, dict(self.attrs))
         params = _normalize_params(spec, self.name, dict(self.params))
         _check_param_shapes(self.name, self.op, params, attrs)
+        _check_attr_relations(self.name, self.op, attrs)
         object.__setattr__(self, "inputs", inputs)
         object.__setattr__(self, "attrs", MappingProxyType(attrs))
         object.__setattr__(self, "params", MappingProxyType(params))
