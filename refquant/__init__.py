@@ -36,6 +36,7 @@ _EXPORTS = {
     "EvaluationReport": "refquant.evaluation",
     "make_observer": "refquant.calibration",
     "Graph": "refquant.graph", "load_keras_h5": "refquant.io.keras_h5",
+    "quantize_model": "refquant.ptq", "QuantizedModel": "refquant.ptq",
     "load_torch_state_dict": "refquant.io.torch_pth",
     "load_safetensors": "refquant.io.safetensors",
     "export_corpus": "refquant.conformance", "verify_corpus": "refquant.conformance",
