@@ -404,7 +404,11 @@ def _broadcast_param(x, p, key):
             f"ScaleShift param {key!r} of shape {p.shape} must broadcast against "
             f"one sample of shape {x.shape[1:]} (rank <= {x.ndim - 1})"
         )
-    if np.broadcast_shapes(x.shape[1:], p.shape) != x.shape[1:]:
+    try:
+        fits = np.broadcast_shapes(x.shape[1:], p.shape) == x.shape[1:]
+    except ValueError:
+        fits = False
+    if not fits:
         raise InvalidArgumentError(
             f"ScaleShift param {key!r} of shape {p.shape} does not broadcast to "
             f"one sample of shape {x.shape[1:]}"
