@@ -272,3 +272,30 @@ def test_quantize_model_invalid_input(rng):
 @pytest.fixture
 def rng():
     return np.random.default_rng(7)
+
+
+# ------------------------------------------------------------------ real assets
+def _cached(*names):
+    from refquant import assets
+
+    return all(assets.is_cached(n) for n in names)
+
+
+@pytest.mark.assets
+@pytest.mark.skipif(not _cached("mnist_cnn", "mnist_5k"), reason="assets not cached")
+def test_mnist_cnn_static_int8_agrees_with_fp32():
+    from refquant import assets, datasets
+    from refquant.graph.models import mnist_cnn
+    from refquant.io.torch_pth import load_torch_state_dict
+
+    (path,) = assets.asset_paths("mnist_cnn")
+    g = mnist_cnn(load_torch_state_dict(path))
+    images, labels = datasets.mnist_5k(download=False)
+    x = datasets.mnist_preprocess(images)
+    idx = np.concatenate([np.flatnonzero(labels == c)[:50] for c in range(10)])
+    qm = quantize_model(g, x[idx], batch_size=100)
+    xe, ye = x[:1000], labels[:1000]
+    p0, p1 = g.run(xe).argmax(1), qm.run(xe).argmax(1)
+    assert (p0 == p1).mean() >= 0.998  # acceptance: >= 99.8% agreement
+    assert (p1 == ye).mean() >= (p0 == ye).mean() - 0.001
+    assert qm.fp32_size_bytes() / qm.size_bytes() >= 3.9
