@@ -13,8 +13,9 @@ then the fused activation clamp and the ``out_dtype`` range.  The profile's
 * ``tflite_fixed_point``: TFLite reference ADD (inputs left-shifted by 20,
   per-input gemmlowp multipliers, double rounding) and MUL (gemmlowp double
   rounding of ``d_a * d_b`` with ``M = s_a * s_b / s_y``).
-* ``onnxruntime_float32``: ORT MLAS QLinearAdd (x86 SSE path) and QLinearMul
-  in float32, ties to even.
+* ``onnxruntime_float32``: ORT MLAS QLinearAdd (x86 AVX2 vector path, fused
+  multiply-adds for the constant term and each element; a single output value
+  goes through the scalar helper) and QLinearMul in float32, ties to even.
 * ``float32``: dequantize to float32 as ``fma(s, q, f32(-z * s))``, add /
   multiply in float32, quantize with the profile's quantize arithmetic and
   rounding (PyTorch fbgemm ``quantized::add``; onnx.reference graphs).
@@ -110,13 +111,21 @@ def _add_tflite(qa, qb, p, dtype):
 
 
 def _add_ort(qa, qb, p):
+    """ORT MLAS QLinearAdd, x86: vector kernel, or the scalar helper for 1 value."""
     f32 = np.float32
-    r_a = f32(f32(p["s_a"]) / f32(p["s_y"]))
-    r_b = f32(f32(p["s_b"]) / f32(p["s_y"]))
-    fixed = f32(
-        f32(p["z_y"]) - f32(f32(r_a * f32(p["z_a"])) + f32(r_b * f32(p["z_b"])))
-    )
-    v = (fixed + qa.astype(f32) * r_a) + qb.astype(f32) * r_b  # float32 throughout
+    s_a, s_b, s_y = f32(p["s_a"]), f32(p["s_b"]), f32(p["s_y"])
+    if qa.size == 1:  # MlasQLinearAddKernelRawHelper
+        va = s_a * (qa - p["z_a"]).astype(f32)
+        vb = s_b * (qb - p["z_b"]).astype(f32)
+        return _to_int(np.rint((va + vb) / s_y)) + p["z_y"]
+    r_a, r_b = f32(s_a / s_y), f32(s_b / s_y)
+    # z_y - fma(r_a, z_a, f32(r_b * z_b)): the product-sum is exact in float64
+    inner = np.float64(r_a) * p["z_a"] + np.float64(f32(r_b * f32(p["z_b"])))
+    fixed = f32(f32(p["z_y"]) - f32(inner))
+    # elements: fma(b, r_b, fma(a, r_a, fixed)); each float64 sum is exact, so
+    # one rounding to float32 per fma
+    t = (qa * np.float64(r_a) + np.float64(fixed)).astype(f32)
+    v = (qb * np.float64(r_b) + np.float64(t)).astype(f32)
     return _to_int(np.rint(v))
 
 
