@@ -36,13 +36,16 @@ ROWS = {
     "static int8 percentile 99.99": ("static", {"activation_observer": "percentile"}),
     "static int8 entropy": ("static", {"activation_observer": "entropy"}),
     "static int8 mse": ("static", {"activation_observer": "mse"}),
+    "static int8 entropy, input minmax": ("static", {
+        "activation_observer": "entropy",
+        "by_name": {"input": {"activation_observer": "minmax"}}}),
     "dynamic int8": ("dynamic", {}),
     "weight-only int4 g32": ("weight_only", {"weight_bits": 4,
                              "weight_granularity": "per_group",
                              "weight_group_size": 32}),
 }  # fmt: skip
 ROW_KEYS = dict(zip(("default", "per_tensor", "percentile", "entropy", "mse",
-                     "dynamic", "int4"), ROWS))  # fmt: skip
+                     "entropy_input_minmax", "dynamic", "int4"), ROWS))  # fmt: skip
 
 
 def state_dict(name):
