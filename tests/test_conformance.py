@@ -662,3 +662,13 @@ def test_cli_usage_errors_exit_2(capsys, argv, needle):
         main(["conformance", *argv])
     assert info.value.code == 2
     assert needle in capsys.readouterr().err
+
+
+def test_spec_documents_every_kernel_and_the_version():
+    spec = os.path.join(
+        os.path.dirname(__file__), "..", "specs", "conformance_corpus.md"
+    )
+    text = open(spec).read()
+    assert f"layout version {conformance.LAYOUT_VERSION}" in text
+    for name in conformance.KERNELS:
+        assert f"`{name}`" in text, name
