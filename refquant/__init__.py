@@ -39,6 +39,7 @@ _EXPORTS = {
     "quantize_model": "refquant.ptq", "QuantizedModel": "refquant.ptq",
     "load_torch_state_dict": "refquant.io.torch_pth",
     "load_safetensors": "refquant.io.safetensors",
+    "load_onnx": "refquant.io.onnx_import",
     "export_corpus": "refquant.conformance", "verify_corpus": "refquant.conformance",
 }
 
