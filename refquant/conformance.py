@@ -2526,10 +2526,8 @@ def _check_root(f, path):
     return int(version)
 
 
-def _read_case(group, entry, where):
-    """(data, expected outputs or None, expected error or None) of one case."""
-    members = _members(group, where)
-    attrs = dict(group.attrs)
+def _case_header(attrs, where):
+    """Pop and check ``kind``, ``note`` and ``expected_error``; return the error."""
     kind, note = attrs.pop("kind", None), attrs.pop("note", None)
     if kind not in CASE_KINDS:
         raise _bad(where, f"attribute 'kind' must be one of {list(CASE_KINDS)}", kind)
@@ -2537,29 +2535,32 @@ def _read_case(group, entry, where):
         raise _bad(where, "attribute 'note' must be a str", note)
     error = attrs.pop("expected_error", None)
     if error is not None and error not in EXPECTED_ERRORS:
-        raise _bad(
-            where,
-            f"attribute 'expected_error' must be one of {list(EXPECTED_ERRORS)}",
-            error,
-        )
+        allowed = list(EXPECTED_ERRORS)
+        raise _bad(where, f"attribute 'expected_error' must be one of {allowed}", error)
+    return error
+
+
+def _read_case(group, entry, where):
+    """(data, expected outputs, expected error or None) of one case."""
+    attrs = dict(group.attrs)
+    error = _case_header(attrs, where)
     arrays = {}
-    for name, obj in members.items():
+    for name, obj in _members(group, where).items():
         if not hasattr(obj, "dtype"):
             raise CorpusFormatError(f"{where}/{name}: must be a dataset")
         arrays[name] = _read_dataset(obj, f"{where}/{name}")
-    outputs = {o.name: arrays.pop(o.name, None) for o in entry.outputs}
-    if error is None:
-        for o in entry.outputs:
-            _dataset(
-                {o.name: outputs[o.name]} if outputs[o.name] is not None else {},
-                o.name,
-                o.dtypes,
-                where,
+    outputs = {}
+    for o in entry.outputs:
+        if error is None:
+            outputs[o.name] = _dataset(arrays, o.name, o.dtypes, where)
+        elif o.name in arrays:
+            raise CorpusFormatError(
+                f"{where}: a case with expected_error must not hold output {o.name!r}"
             )
-    elif any(v is not None for v in outputs.values()):
-        raise CorpusFormatError(f"{where}: a case with expected_error has no outputs")
+        arrays.pop(o.name, None)
+    data = _decode_case(entry, arrays, attrs, where)
     _check_known(entry, arrays, attrs, where)
-    return _decode_case(entry, arrays, attrs, where), outputs, error
+    return data, outputs, error
 
 
 def _check_known(entry, arrays, attrs, where):
@@ -2567,7 +2568,7 @@ def _check_known(entry, arrays, attrs, where):
     for a in entry.arrays:
         if a.is_list:
             n = attrs.get(f"num_{a.name}")
-            count = int(n) if np.ndim(n) == 0 and n is not None else 0
+            count = int(n) if isinstance(n, np.integer) else 0
             array_names |= {f"{a.name}_{i}" for i in range(count)}
         else:
             array_names.add(a.name)

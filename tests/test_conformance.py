@@ -547,6 +547,22 @@ def _edit(corpus, tmp_path, edit):
         ),
         (lambda f: _replace(f, "add/exact/d9_add_tie/a", np.float32([1])), "dtype"),
         (lambda f: f.create_group("abs"), "unknown kernel"),
+        (
+            lambda f: f["conv2d/exact/bias_overflow"].create_dataset(
+                "y", data=np.zeros((1, 1, 1, 1), np.int8)
+            ),
+            "must not hold output 'y'",
+        ),
+        (
+            lambda f: f["concatenation/exact/equal_qparams"].attrs.__setitem__(
+                "num_inputs", "2"
+            ),
+            "'num_inputs': must be int64",
+        ),
+        (
+            lambda f: f["add/exact/d9_add_tie"].attrs.__setitem__("kind", "golden"),
+            "'kind' must be one of",
+        ),
         (lambda f: f["add"].create_group("tflite_optimized"), "profile must be"),
         (
             lambda f: f["add/exact/d9_add_tie"].attrs.__setitem__("extra", 1),
