@@ -14,7 +14,9 @@ Bounds (float32, u = 2**-24):
 * MobileNetV2 (52 stacked layers, unfolded BatchNorm): logits within
   ``2e-5 * max |logit|`` (the bound specs/graph.md uses against torch) and
   identical top-1;
-* rapidocr cls (softmax probabilities in [0, 1]): within ``1e-5``.
+* rapidocr cls (softmax probabilities in [0, 1]): within ``1e-5``;
+* a small torch.onnx export (softmax probabilities): within ``1e-6`` of both
+  ONNX Runtime and torch.
 """
 
 from __future__ import annotations
@@ -659,3 +661,50 @@ def test_rapidocr_cls_model_matches_ort(cls_model_path):
     got = g.run(x.transpose(0, 2, 3, 1).copy(), batch_size=16)
     assert np.abs(got - want).max() <= 1e-5
     assert np.array_equal(got.argmax(1), want.argmax(1))
+
+
+# ---------------------------------------------------------------- torch export
+@pytest.mark.peers
+def test_torch_exported_model_matches_ort_and_torch():
+    """A model exported by torch.onnx (TorchScript exporter) imports as is."""
+    torch = pytest.importorskip("torch")
+    _, ort = _peers()
+    import io
+
+    from refquant.io.onnx_import import load_onnx
+
+    nn, fn = torch.nn, torch.nn.functional
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.bn = nn.Conv2d(3, 8, 3, 2, 1), nn.BatchNorm2d(8)
+            self.dw = nn.Conv2d(8, 8, 3, 1, 1, groups=8)
+            self.fc = nn.Linear(8 * 4 * 4, 5)
+
+        def forward(self, x):
+            x = fn.relu6(self.bn(self.conv(x)))
+            x = fn.hardswish(self.dw(x))
+            x = x * fn.hardsigmoid(x.mean((2, 3), keepdim=True))
+            x = fn.avg_pool2d(x, 2)
+            return torch.softmax(self.fc(torch.flatten(x, 1)), 1)
+
+    torch.manual_seed(0)
+    net = Net().eval()
+    with torch.no_grad():
+        net.bn.running_var.uniform_(0.5, 2.0)
+        net.bn.running_mean.uniform_(-0.5, 0.5)
+    buf = io.BytesIO()
+    torch.onnx.export(net, torch.randn(2, 3, 16, 16), buf, dynamo=False,
+                      opset_version=13, input_names=["x"], output_names=["y"],
+                      dynamic_axes={"x": {0: "N"}})  # fmt: skip
+    x = rand((5, 3, 16, 16))
+    want = ort.InferenceSession(buf.getvalue(), providers=["CPUExecutionProvider"])
+    want = want.run(None, {"x": x})[0]
+    g = load_onnx(buf.getvalue())
+    got = g.run(to_nhwc(x))
+    with torch.no_grad():
+        ref = net(torch.from_numpy(x)).numpy()
+    assert "HardSwish" in ops_of(g) and "Transpose" not in ops_of(g)
+    assert np.abs(got - want).max() <= 1e-6  # probabilities in [0, 1]
+    assert np.abs(got - ref).max() <= 1e-6

@@ -744,6 +744,25 @@ def _global_avg_pool(imp, node, attrs):
                keepdims=True)  # fmt: skip
 
 
+def _reduce_mean(imp, node, attrs):
+    """ReduceMean over the two spatial axes of a 4-D tensor: GlobalAvgPool."""
+    x = imp.act(node.input[0])
+    axes = attrs.get("axes")
+    if axes is None and imp.optional_input(1) is not None:
+        axes = imp.plain_const(node.input[1], "axes").ravel().tolist()
+    axes = sorted(int(a) % x.rank for a in (axes or []))
+    if x.rank != 4 or axes != [2, 3]:
+        what = f"axes={axes} on rank {x.rank}"
+        imp.unsupported(f"ReduceMean only over axes [2, 3] of a 4-D tensor; {what}")
+    x = imp.to_perm(x, NHWC)
+    if attrs.get("keepdims", 1):
+        imp.output("GlobalAvgPool", [x.name], perm=NHWC, dims=(*x.shape[:2], 1, 1),
+                   keepdims=True)  # fmt: skip
+    else:
+        imp.output("GlobalAvgPool", [x.name], perm=(0, 1), dims=x.shape[:2],
+                   keepdims=False)  # fmt: skip
+
+
 # ---------------------------------------------------------------- layout
 def _feeds_only_dense(imp, name: str) -> bool:
     """True when every reader of ``name`` is a Gemm/MatMul with a constant weight."""
@@ -1062,6 +1081,7 @@ _HANDLERS: dict[str, Callable] = {
     "MaxPool": _pool("MaxPool"),
     "AveragePool": _pool("AvgPool"),
     "GlobalAveragePool": _global_avg_pool,
+    "ReduceMean": _reduce_mean,
     "Flatten": _flatten,
     "Reshape": _reshape,
     "Transpose": _transpose,
