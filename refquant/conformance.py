@@ -1282,6 +1282,16 @@ def _elementwise_cases(op):
                 y_scale=_f32(0.05 if op == "add" else 0.5),
                 out_dtype="uint8",
             ),
+            _c(
+                "int16",
+                "int16 inputs and output, zero points 0",
+                a=_codes(rng, (6,), np.int16),
+                b=_codes(rng, (6,), np.int16),
+                a_scale=2.0**-10,
+                b_scale=_f32(0.0007),
+                y_scale=2.0**-9 if op == "add" else 2.0**-4,
+                out_dtype="int16",
+            ),
         ]
         for i in range(2):
             out.append(
@@ -1642,6 +1652,15 @@ def _lut_cases(op):
                 y_scale=y_uint8[0],
                 y_zero_point=y_uint8[1],
                 out_dtype="uint8",
+            ),
+            _c(
+                "int16_sweep",
+                "every 257th int16 code at s = 2**-12, output (1/32768, 0)",
+                x=np.arange(-32768, 32768, 257).astype(np.int16),
+                x_scale=2.0**-12,
+                y_scale=1 / 32768,
+                y_zero_point=0,
+                out_dtype="int16",
             ),
             _c(
                 "random_000",
