@@ -43,6 +43,14 @@ def corpus(tmp_path_factory):
     return path, summary, elapsed
 
 
+@pytest.fixture(scope="module")
+def small(tmp_path_factory):
+    """A corpus of three kernels, for the tampering tests."""
+    path = tmp_path_factory.mktemp("small") / "small.h5"
+    export_corpus(path, kernels=["add", "conv2d", "concatenation"], seed=3)
+    return (path,)
+
+
 def _sha(path):
     return hashlib.sha256(open(path, "rb").read()).hexdigest()
 
@@ -479,14 +487,14 @@ def test_verify_reports_zero_mismatches(corpus):
     assert report.layout_version == 1
 
 
-def _copy(corpus, tmp_path, name="copy.h5"):
+def _copy(source, tmp_path, name="copy.h5"):
     dst = tmp_path / name
-    shutil.copy(corpus[0], dst)
+    shutil.copy(source[0], dst)
     return dst
 
 
-def test_tampered_code_is_a_mismatch_naming_the_case(corpus, tmp_path):
-    path = _copy(corpus, tmp_path)
+def test_tampered_code_is_a_mismatch_naming_the_case(small, tmp_path):
+    path = _copy(small, tmp_path)
     with h5py.File(path, "r+") as f:
         y = f["conv2d/exact/random_001/y"]
         v = y[()]
@@ -500,8 +508,8 @@ def test_tampered_code_is_a_mismatch_naming_the_case(corpus, tmp_path):
     assert main(["conformance", "verify", str(path)]) == 1
 
 
-def test_tampered_expected_error_is_a_mismatch(corpus, tmp_path):
-    path = _copy(corpus, tmp_path)
+def test_tampered_expected_error_is_a_mismatch(small, tmp_path):
+    path = _copy(small, tmp_path)
     with h5py.File(path, "r+") as f:
         g = f["conv2d/exact/bias_overflow"]
         g.attrs["expected_error"] = "NonFiniteInputError"
@@ -509,8 +517,8 @@ def test_tampered_expected_error_is_a_mismatch(corpus, tmp_path):
     assert [m.case for m in report.mismatches] == ["/conv2d/exact/bias_overflow"]
 
 
-def _edit(corpus, tmp_path, edit):
-    path = _copy(corpus, tmp_path)
+def _edit(source, tmp_path, edit):
+    path = _copy(source, tmp_path)
     with h5py.File(path, "r+") as f:
         edit(f)
     return path
@@ -580,8 +588,8 @@ def _edit(corpus, tmp_path, edit):
         ),
     ],
 )
-def test_invalid_file_gives_a_clear_error(corpus, tmp_path, edit, match):
-    path = _edit(corpus, tmp_path, edit)
+def test_invalid_file_gives_a_clear_error(small, tmp_path, edit, match):
+    path = _edit(small, tmp_path, edit)
     with pytest.raises(CorpusFormatError, match=match):
         verify_corpus(path)
     assert main(["conformance", "verify", str(path)]) == 2
