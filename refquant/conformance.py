@@ -392,6 +392,21 @@ def _run_matmul_integer(d, prof):
     return {"y": y}
 
 
+def _run_conv_integer(d, prof):
+    y = _k()["linear"].conv_integer(
+        d["x"],
+        d["w"],
+        d["x_zero_point"],
+        d["w_zero_point"],
+        strides=d["strides"],
+        dilations=d["dilations"],
+        groups=d["groups"],
+        padding=d["padding"],
+        profile=prof,
+    )
+    return {"y": y}
+
+
 def _elementwise_runner(op):
     def run(d, prof):
         fn = getattr(_k()["elementwise"], op)
@@ -1226,6 +1241,47 @@ def _matmul_integer_cases(rng):
     return _defaults(cases, a_zero_point=0, b_zero_point=0)
 
 
+def _conv_integer_cases(rng):
+    k = _overflow_k()
+    cases = [
+        _c(
+            "d21_wrap",
+            "1x1 conv over 131073 channels of (-128)*(-128) (wrap or error)",
+            x=np.full((1, 1, 1, k), -128, np.int8),
+            w=np.full((1, 1, 1, k), -128, np.int8),
+        ),
+        _c(
+            "uint8_same_padding",
+            "uint8, zero points 128 / per-channel, SAME padding, stride 2",
+            x=_codes(rng, (1, 5, 5, 2), np.uint8),
+            w=_codes(rng, (3, 3, 3, 2), np.uint8),
+            x_zero_point=128,
+            w_zero_point=np.array([0, 255, 9]),
+            strides=(2, 2),
+            padding="same",
+        ),
+        _c(
+            "random_000",
+            "seeded",
+            "random",
+            x=_codes(rng, (1, 4, 4, 4), np.int8),
+            w=_codes(rng, (2, 2, 2, 2), np.int8),
+            x_zero_point=_zp(rng, np.int8),
+            groups=2,
+            dilations=(2, 1),
+        ),
+    ]
+    return _defaults(
+        cases,
+        x_zero_point=0,
+        w_zero_point=0,
+        strides=(1, 1),
+        dilations=(1, 1),
+        groups=1,
+        padding="valid",
+    )
+
+
 def _elementwise_cases(op):
     def cases(rng):
         if op == "add":
@@ -2015,6 +2071,21 @@ KERNELS: dict[str, KernelEntry] = {
             (Array("y", ("int32",)),),
             _run_matmul_integer,
             _matmul_integer_cases,
+        ),
+        _entry(
+            "conv_integer",
+            (Array("x", ("int8", "uint8")), Array("w", ("int8", "uint8"))),
+            (
+                _p("x_zero_point", "int"),
+                _p("w_zero_point", "ints"),
+                _p("strides", "pair"),
+                _p("dilations", "pair"),
+                _p("groups", "int"),
+                _p("padding", "padding"),
+            ),
+            (Array("y", ("int32",)),),
+            _run_conv_integer,
+            _conv_integer_cases,
         ),
         _entry(
             "add",

@@ -367,6 +367,28 @@ def test_matmul_integer_wrap_is_twos_complement(corpus):
                 assert attrs["expected_error"] == "AccumulatorOverflowError"
 
 
+def test_conv_integer_against_oracle(corpus):
+    path, _, _ = corpus
+    for profile in PROFILES:
+        for name, d, attrs in _cases(path, "conv_integer", profile):
+            acc = ko.conv2d_oracle(
+                d["x"],
+                int(attrs["x_zero_point"]),
+                d["w"],
+                attrs["w_zero_point"],
+                strides=tuple(attrs["strides"]),
+                dilations=tuple(attrs["dilations"]),
+                groups=int(attrs["groups"]),
+                padding=_padding(attrs["padding"]),
+            )
+            if "expected_error" in attrs:
+                assert get_profile(profile).overflow == "error"
+                assert acc.min() < -(2**31) or acc.max() >= 2**31, name
+                continue
+            want = [((int(v) + 2**31) % 2**32) - 2**31 for v in acc.ravel()]
+            assert d["y"].ravel().tolist() == want, (profile, name)
+
+
 def test_average_pool_exact_against_fractions(corpus):
     path, _, _ = corpus
     for name, d, attrs in _cases(path, "average_pool2d", "exact"):
