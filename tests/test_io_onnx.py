@@ -665,6 +665,7 @@ def test_rapidocr_cls_model_matches_ort(cls_model_path):
 
 # ---------------------------------------------------------------- torch export
 @pytest.mark.peers
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # legacy exporter
 def test_torch_exported_model_matches_ort_and_torch():
     """A model exported by torch.onnx (TorchScript exporter) imports as is."""
     torch = pytest.importorskip("torch")
