@@ -196,23 +196,27 @@ def conv2d_fixture(
     padding,
     dilations=(1, 1),
     activation=None,
+    w_zp=None,
+    version=3,
 ):
     mb = ModelBuilder()
     n, h, wd, _ = x.shape
     c_out, kh, kw, _ = w.shape
     oh, ow = out_hw(h, wd, kh, kw, strides, dilations, padding)
-    xi = mb.input("x", x.shape, np.int8, s_in, zp_in)
-    wi = mb.tensor("w", w.shape, np.int8, s_w, np.zeros(c_out), axis=0, data=w)
+    s_w = np.atleast_1d(np.asarray(s_w, dtype=f32))
+    w_zp = np.zeros(s_w.size) if w_zp is None else np.atleast_1d(w_zp)
+    xi = mb.input("x", x.shape, x.dtype, s_in, zp_in)
+    wi = mb.tensor("w", w.shape, w.dtype, s_w, w_zp, axis=0, data=w)
     bi = mb.tensor(
         "bias",
         (c_out,),
-        np.int32,
+        bias.dtype,
         bias_scales(s_in, s_w),
-        np.zeros(c_out),
+        np.zeros(s_w.size),
         axis=0,
         data=bias,
     )
-    yi = mb.output("y", (n, oh, ow, c_out), np.int8, s_out, zp_out)
+    yi = mb.output("y", (n, oh, ow, c_out), x.dtype, s_out, zp_out)
     opts = S.Conv2DOptionsT()
     opts.padding = PAD[padding]
     opts.strideH, opts.strideW = strides
@@ -224,7 +228,7 @@ def conv2d_fixture(
         [yi],
         S.BuiltinOptions.Conv2DOptions,
         opts,
-        version=3,
+        version=version,
     )
     options = dict(
         strides=list(strides),
@@ -251,23 +255,24 @@ def depthwise_fixture(
     padding,
     dilations=(1, 1),
     activation=None,
+    version=3,
 ):
     mb = ModelBuilder()
     n, h, wd, _ = x.shape
     _, kh, kw, c_out = w.shape
     oh, ow = out_hw(h, wd, kh, kw, strides, dilations, padding)
-    xi = mb.input("x", x.shape, np.int8, s_in, zp_in)
+    xi = mb.input("x", x.shape, x.dtype, s_in, zp_in)
     wi = mb.tensor("w", w.shape, np.int8, s_w, np.zeros(c_out), axis=3, data=w)
     bi = mb.tensor(
         "bias",
         (c_out,),
-        np.int32,
+        bias.dtype,
         bias_scales(s_in, s_w),
         np.zeros(c_out),
         axis=0,
         data=bias,
     )
-    yi = mb.output("y", (n, oh, ow, c_out), np.int8, s_out, zp_out)
+    yi = mb.output("y", (n, oh, ow, c_out), x.dtype, s_out, zp_out)
     opts = S.DepthwiseConv2DOptionsT()
     opts.padding = PAD[padding]
     opts.strideH, opts.strideW = strides
@@ -280,7 +285,7 @@ def depthwise_fixture(
         [yi],
         S.BuiltinOptions.DepthwiseConv2DOptions,
         opts,
-        version=3,
+        version=version,
     )
     options = dict(
         strides=list(strides),
@@ -293,23 +298,36 @@ def depthwise_fixture(
 
 
 def fully_connected_fixture(
-    name, x, s_in, zp_in, w, s_w, bias, s_out, zp_out, *, activation=None
+    name,
+    x,
+    s_in,
+    zp_in,
+    w,
+    s_w,
+    bias,
+    s_out,
+    zp_out,
+    *,
+    activation=None,
+    w_zp=None,
+    version=4,
 ):
     mb = ModelBuilder()
     c_out = w.shape[0]
     s_w = np.atleast_1d(np.asarray(s_w, dtype=f32))
-    xi = mb.input("x", x.shape, np.int8, s_in, zp_in)
-    wi = mb.tensor("w", w.shape, np.int8, s_w, np.zeros(s_w.size), axis=0, data=w)
+    w_zp = np.zeros(s_w.size) if w_zp is None else np.atleast_1d(w_zp)
+    xi = mb.input("x", x.shape, x.dtype, s_in, zp_in)
+    wi = mb.tensor("w", w.shape, w.dtype, s_w, w_zp, axis=0, data=w)
     bi = mb.tensor(
         "bias",
         (c_out,),
-        np.int32,
+        bias.dtype,
         bias_scales(s_in, s_w),
         np.zeros(s_w.size),
         axis=0,
         data=bias,
     )
-    yi = mb.output("y", (x.shape[0], c_out), np.int8, s_out, zp_out)
+    yi = mb.output("y", (x.shape[0], c_out), x.dtype, s_out, zp_out)
     opts = S.FullyConnectedOptionsT()
     opts.fusedActivationFunction = ACT[activation]
     mb.op(
@@ -318,40 +336,49 @@ def fully_connected_fixture(
         [yi],
         S.BuiltinOptions.FullyConnectedOptions,
         opts,
-        version=4,
+        version=version,
     )
     return name, "FULLY_CONNECTED", mb, [x], dict(activation=activation)
 
 
-def binary_fixture(name, op, a, qa, b, qb, qy, *, activation=None):
+def binary_fixture(
+    name, op, a, qa, b, qb, qy, *, activation=None, pot_scale_int16=None, version=2
+):
     mb = ModelBuilder()
-    ai = mb.input("a", a.shape, np.int8, *qa)
-    bi = mb.input("b", b.shape, np.int8, *qb)
+    ai = mb.input("a", a.shape, a.dtype, *qa)
+    bi = mb.input("b", b.shape, b.dtype, *qb)
     y_shape = np.broadcast_shapes(a.shape, b.shape)
-    yi = mb.output("y", y_shape, np.int8, *qy)
+    yi = mb.output("y", y_shape, a.dtype, *qy)
     if op == "ADD":
         opts, kind = S.AddOptionsT(), S.BuiltinOptions.AddOptions
+        if pot_scale_int16 is not None:
+            opts.potScaleInt16 = pot_scale_int16
     else:
         opts, kind = S.MulOptionsT(), S.BuiltinOptions.MulOptions
     code = getattr(S.BuiltinOperator, op)
     opts.fusedActivationFunction = ACT[activation]
-    mb.op(code, [ai, bi], [yi], kind, opts, version=2)
-    return name, op, mb, [a, b], dict(activation=activation)
+    mb.op(code, [ai, bi], [yi], kind, opts, version=version)
+    options = dict(activation=activation)
+    if pot_scale_int16 is not None:
+        options["pot_scale_int16"] = pot_scale_int16
+    return name, op, mb, [a, b], options
 
 
-def pool_fixture(name, op, x, q, *, pool_size, strides, padding, activation=None):
+def pool_fixture(
+    name, op, x, q, *, pool_size, strides, padding, activation=None, version=2
+):
     mb = ModelBuilder()
     n, h, w, c = x.shape
     oh, ow = out_hw(h, w, pool_size[0], pool_size[1], strides, (1, 1), padding)
-    xi = mb.input("x", x.shape, np.int8, *q)
-    yi = mb.output("y", (n, oh, ow, c), np.int8, *q)
+    xi = mb.input("x", x.shape, x.dtype, *q)
+    yi = mb.output("y", (n, oh, ow, c), x.dtype, *q)
     opts = S.Pool2DOptionsT()
     opts.padding = PAD[padding]
     opts.strideH, opts.strideW = strides
     opts.filterHeight, opts.filterWidth = pool_size
     opts.fusedActivationFunction = ACT[activation]
     code = getattr(S.BuiltinOperator, op)
-    mb.op(code, [xi], [yi], S.BuiltinOptions.Pool2DOptions, opts, version=2)
+    mb.op(code, [xi], [yi], S.BuiltinOptions.Pool2DOptions, opts, version=version)
     options = dict(
         pool_size=list(pool_size),
         strides=list(strides),
@@ -405,12 +432,17 @@ def unary_fixture(
     return name, op, mb, [x], options or {}
 
 
-def concat_fixture(name, xs, q, *, axis):
+def concat_fixture(name, xs, q, *, axis, q_inputs=None):
+    """q: output qparams; q_inputs: one (scale, zp) per input (default: q)."""
     mb = ModelBuilder()
-    ins = [mb.input(f"x{i}", x.shape, np.int8, *q) for i, x in enumerate(xs)]
+    q_inputs = [q] * len(xs) if q_inputs is None else q_inputs
+    ins = [
+        mb.input(f"x{i}", x.shape, x.dtype, *qi)
+        for i, (x, qi) in enumerate(zip(xs, q_inputs))
+    ]
     y_shape = list(xs[0].shape)
     y_shape[axis] = sum(x.shape[axis] for x in xs)
-    yi = mb.output("y", y_shape, np.int8, *q)
+    yi = mb.output("y", y_shape, xs[0].dtype, *q)
     opts = S.ConcatenationOptionsT()
     opts.axis = axis
     mb.op(
@@ -809,10 +841,575 @@ def fixtures():
             version=2,
         )
     )
+    out += fixtures_16x8(np.random.default_rng(20261204))
+    out += fixtures_uint8(np.random.default_rng(20261205))
+    out += fixtures_discrepancy_rows()
     return out
 
 
-def softmax_fixture(name, x, q_in, *, beta):
+def fixtures_discrepancy_rows():
+    """The tiny inputs of integer_semantics.md section 6, one model per op."""
+    out = []
+    # D1 / D2: QUANTIZE x = +-2.5, s = 1, zp = 0 -> +-3 (ties away).
+    x = f32([2.5, -2.5]).reshape(1, 2)
+    out.append(
+        unary_fixture(
+            "d_quantize_ties", "QUANTIZE", x, None, (1.0, 0), in_dtype=np.float32
+        )
+    )
+    # D4, D5, D6, D8, D12: CONV_2D 1x1 with x = zp so that acc = bias; one
+    # output channel per row, s_in = s_out = 1 so M = s_w[c].
+    s_w = f32([0.25, 0.0625, 0.125, 0.5, 2.0**-26])
+    bias = np.array([-2, 7, -5, -3, 2**25 + 1], np.int32)
+    w = np.ones((5, 1, 1, 1), np.int8)
+    x = np.full((1, 1, 1, 1), 4, np.int8)
+    out.append(
+        conv2d_fixture(
+            "d_conv2d_rows",
+            x,
+            1.0,
+            4,
+            w,
+            s_w,
+            bias,
+            1.0,
+            0,
+            strides=(1, 1),
+            padding="valid",
+        )
+    )
+    # D7: FULLY_CONNECTED M = 0.25, acc = -2 and 1 -> REF -1 and 0.
+    x = np.array([[-2], [1]], np.int8)
+    w = np.ones((1, 1), np.int8)
+    out.append(
+        fully_connected_fixture(
+            "d_fc_rows", x, 0.5, 0, w, 0.5, np.zeros(1, np.int32), 1.0, 0
+        )
+    )
+    # D11: AVERAGE_POOL_2D zp 10, window (10, 11, 10, 11): mean 10.5 -> 11.
+    x = np.array([10, 11, 10, 11], np.int8).reshape(1, 2, 2, 1)
+    out.append(
+        pool_fixture(
+            "d_avgpool_zp10",
+            "AVERAGE_POOL_2D",
+            x,
+            (0.1, 10),
+            pool_size=(2, 2),
+            strides=(2, 2),
+            padding="valid",
+        )
+    )
+    return out
+
+
+def rand_int16(shape, rng, low=-32768, high=32767):
+    return rng.integers(low, high + 1, size=shape).astype(np.int16)
+
+
+def int16_spread(n):
+    """n int16 codes spread over the whole range, every residue mod 16 present."""
+    base = np.linspace(-32768, 32767 - 15, n).astype(np.int64) // 16 * 16
+    return (base + np.arange(n) % 16).astype(np.int16)
+
+
+def fixtures_16x8(rng):
+    """int16 activations (zero point 0), int8 per-channel weights, int64 bias.
+
+    The 16x8 kernels requantize with the int64 multiply of integer_semantics.md
+    section 2.5: the int32 multiplier is first rounded to 16 bits (half up),
+    then ``(acc * m16 + 2^(t-1)) >> t`` (ties up). Power-of-two multipliers put
+    odd multiples of 2^(k-1) on ties; a weight scale of (1 + 2^-15) * 2^-j
+    makes the low 16 bits of the multiplier exactly 0x8000 (a tie of the
+    multiplier rounding itself).
+    """
+    i16, i64 = np.int16, np.int64
+    out = []
+
+    # CONV_2D 1x1, acc = w * x + bias: x sweeps -128..127 (every tie class of
+    # M = 2^-1 .. 2^-4) and a few extreme codes (saturation, large products).
+    x = np.arange(-128, 128).astype(i16)
+    x[[0, 1, 2, 3, 255]] = [-32768, -32767, 32767, 16385, 16383]
+    x = x.reshape(1, 16, 16, 1)
+    s_w = f32(
+        [1.0, 0.5, 0.25, 0.125, (1 + 2.0**-15) * 0.25, 0.6, 6.0, 2.0**-29, 2.0**-6]
+    )
+    w = np.array([1, 1, -1, 1, 1, 1, 1, 1, 127], np.int8).reshape(9, 1, 1, 1)
+    bias = np.array([0, 0, 3, -5, 0, 0, 0, 2**40 + 2**29, -(2**20) - 1], i64)
+    out.append(
+        conv2d_fixture(
+            "conv2d_16x8_1x1_ties",
+            x,
+            0.5,
+            0,
+            w,
+            s_w,
+            bias,
+            1.0,
+            0,
+            strides=(1, 1),
+            padding="valid",
+            version=4,
+        )
+    )
+
+    # CONV_2D 3x3 stride 2 SAME ReLU6, random codes over the int16 range.
+    x = rand_int16((2, 7, 9, 3), rng)
+    w = rand_int8((4, 3, 3, 3), rng, -127, 127)
+    s_w = f32([2.0**-9, 0.0021, 2.0**-11, 0.00137])
+    bias = rng.integers(-(2**33), 2**33, size=4).astype(i64)
+    out.append(
+        conv2d_fixture(
+            "conv2d_16x8_3x3_s2_same_relu6",
+            x,
+            2.0**-10,
+            0,
+            w,
+            s_w,
+            bias,
+            2.0**-12,
+            0,
+            strides=(2, 2),
+            padding="same",
+            activation="relu6",
+            version=4,
+        )
+    )
+
+    # CONV_2D 3x3 dilation 2 VALID ReLU, small codes (ties of M = 2^-2, 2^-3).
+    x = rand_int16((1, 9, 10, 2), rng, -40, 40)
+    w = rand_int8((3, 3, 3, 2), rng, -3, 3)
+    s_w = f32([2.0**-2, 2.0**-3, 0.37])
+    bias = np.array([1, -2, 7], i64)
+    out.append(
+        conv2d_fixture(
+            "conv2d_16x8_3x3_dil2_ties_relu",
+            x,
+            1.0,
+            0,
+            w,
+            s_w,
+            bias,
+            1.0,
+            0,
+            strides=(1, 1),
+            dilations=(2, 2),
+            padding="valid",
+            activation="relu",
+            version=4,
+        )
+    )
+
+    # DEPTHWISE_CONV_2D, depth multiplier 2, SAME: small codes, M = 2^-k ties.
+    x = rand_int16((1, 8, 8, 3), rng, -60, 60)
+    w = rand_int8((1, 3, 3, 6), rng, -4, 4)
+    s_w = f32([2.0**-1, 2.0**-2, 2.0**-3, (1 + 2.0**-15) * 2.0**-2, 0.3, 2.0**-4])
+    bias = np.array([0, 1, -1, 2, 0, -3], i64)
+    out.append(
+        depthwise_fixture(
+            "depthwise_16x8_dm2_ties",
+            x,
+            1.0,
+            0,
+            w,
+            s_w,
+            bias,
+            1.0,
+            0,
+            depth_multiplier=2,
+            strides=(1, 1),
+            padding="same",
+            version=5,
+        )
+    )
+    # DEPTHWISE_CONV_2D stride 2 dilation 2 VALID ReLU6, full-range codes.
+    x = rand_int16((2, 11, 9, 3), rng)
+    w = rand_int8((1, 3, 3, 3), rng, -127, 127)
+    s_w = f32([2.0**-8, 0.0037, 2.0**-9])
+    bias = rng.integers(-(2**30), 2**30, size=3).astype(i64)
+    out.append(
+        depthwise_fixture(
+            "depthwise_16x8_s2_dil2_relu6",
+            x,
+            2.0**-11,
+            0,
+            w,
+            s_w,
+            bias,
+            2.0**-11,
+            0,
+            depth_multiplier=1,
+            strides=(2, 2),
+            dilations=(2, 2),
+            padding="valid",
+            activation="relu6",
+            version=5,
+        )
+    )
+
+    # FULLY_CONNECTED per-channel: row 0 of w is a unit vector, so channel 0's
+    # acc = x[:, 0] + bias sweeps every tie class of M = 2^-2.
+    x = rand_int16((64, 8), rng)
+    x[:, 0] = np.arange(-32, 32)
+    w = rand_int8((5, 8), rng, -127, 127)
+    w[0] = [1, 0, 0, 0, 0, 0, 0, 0]
+    s_w = f32([0.5, 2.0**-20, (1 + 2.0**-15) * 2.0**-18, 0.00071, 2.0**-17])
+    bias = np.array([0, 2**35 + 2**19, -17, 2**31, -(2**36)], i64)
+    out.append(
+        fully_connected_fixture(
+            "fc_16x8_per_channel_ties",
+            x,
+            0.5,
+            0,
+            w,
+            s_w,
+            bias,
+            1.0,
+            0,
+            version=7,
+        )
+    )
+    # FULLY_CONNECTED per-tensor, ReLU.
+    x = rand_int16((16, 12), rng)
+    w = rand_int8((6, 12), rng, -127, 127)
+    bias = rng.integers(-(2**32), 2**32, size=6).astype(i64)
+    out.append(
+        fully_connected_fixture(
+            "fc_16x8_per_tensor_relu",
+            x,
+            2.0**-9,
+            0,
+            w,
+            0.0029,
+            bias,
+            2.0**-7,
+            0,
+            activation="relu",
+            version=7,
+        )
+    )
+
+    # ADD int16, general-scale path (pot_scale_int16 = false): (0.5) + (0.5)
+    # -> (1.0) makes every odd sum a tie; then random scales; then the
+    # power-of-two shift-only path (pot_scale_int16 = true).
+    a = int16_spread(512).reshape(1, 16, 16, 2)
+    b = rand_int16((1, 16, 16, 2), rng, -200, 200)
+    a[0, 0, 0, 0], b[0, 0, 0, 0] = 2, -63
+    b[0, 0, 0, 1] = 32767
+    a[0, 0, 0, 1] = 32767
+    out.append(
+        binary_fixture(
+            "add_16x8_ties",
+            "ADD",
+            a,
+            (0.5, 0),
+            b,
+            (0.5, 0),
+            (1.0, 0),
+            pot_scale_int16=False,
+            version=3,
+        )
+    )
+    a = rand_int16((1, 8, 8, 3), rng)
+    b = rand_int16((1, 8, 8, 3), rng)
+    out.append(
+        binary_fixture(
+            "add_16x8_mixed_scales",
+            "ADD",
+            a,
+            (0.0001, 0),
+            b,
+            (0.00007, 0),
+            (0.00013, 0),
+            pot_scale_int16=False,
+            activation="relu",
+            version=3,
+        )
+    )
+    a = rand_int16((1, 8, 8, 4), rng)
+    b = rand_int16((1, 8, 8, 4), rng)
+    a[0, 0, 0, :] = [1, 2, 3, -1]
+    b[0, 0, 0, :] = [-3, -2, -6, -2]
+    out.append(
+        binary_fixture(
+            "add_16x8_pot",
+            "ADD",
+            a,
+            (2.0**-10, 0),
+            b,
+            (2.0**-12, 0),
+            (2.0**-10, 0),
+            pot_scale_int16=True,
+            version=3,
+        )
+    )
+
+    # MUL int16: (0.5) x (1.0) -> (1.0), odd products are ties; random scales.
+    a = rand_int16((1, 16, 16, 1), rng, -200, 200)
+    b = rand_int16((1, 16, 16, 1), rng, -200, 200)
+    out.append(
+        binary_fixture(
+            "mul_16x8_ties", "MUL", a, (0.5, 0), b, (1.0, 0), (1.0, 0), version=4
+        )
+    )
+    a = rand_int16((1, 8, 8, 3), rng)
+    b = rand_int16((1, 8, 8, 3), rng)
+    out.append(
+        binary_fixture(
+            "mul_16x8_mixed_scales",
+            "MUL",
+            a,
+            (0.0005, 0),
+            b,
+            (0.0002, 0),
+            (0.003, 0),
+            version=4,
+        )
+    )
+
+    # AVERAGE_POOL_2D int16: small codes so window sums end in .5 / .25.
+    x = rand_int16((1, 8, 8, 4), rng, -3, 3)
+    out.append(
+        pool_fixture(
+            "avgpool_16x8_2x2_ties",
+            "AVERAGE_POOL_2D",
+            x,
+            (0.5, 0),
+            pool_size=(2, 2),
+            strides=(2, 2),
+            padding="valid",
+            version=3,
+        )
+    )
+    x = rand_int16((2, 9, 7, 3), rng)
+    out.append(
+        pool_fixture(
+            "avgpool_16x8_3x3_s2_same_relu6",
+            "AVERAGE_POOL_2D",
+            x,
+            (0.001, 0),
+            pool_size=(3, 3),
+            strides=(2, 2),
+            padding="same",
+            activation="relu6",
+            version=3,
+        )
+    )
+
+    # SOFTMAX int16 -> int16, output (1/32768, 0).
+    x = rand_int16((16, 10), rng, -3000, 3000)
+    out.append(
+        softmax_fixture(
+            "softmax_16x8", x, (0.001, 0), beta=1.0, q_out=(1 / 32768, 0), version=3
+        )
+    )
+
+    # LOGISTIC / TANH int16: input zp 0, output scale 2^-15; a power-of-two
+    # input scale (shift-only path) and a general one (multiplier path).
+    spread = int16_spread(4096).reshape(1, 4096)
+    for op, stem in (("LOGISTIC", "logistic"), ("TANH", "tanh")):
+        out.append(
+            unary_fixture(
+                f"{stem}_16x8_pot",
+                op,
+                spread,
+                (2.0**-12, 0),
+                (2.0**-15, 0),
+                version=3,
+                in_dtype=i16,
+                out_dtype=i16,
+            )
+        )
+        out.append(
+            unary_fixture(
+                f"{stem}_16x8_s0p0003",
+                op,
+                spread,
+                (0.0003, 0),
+                (2.0**-15, 0),
+                version=3,
+                in_dtype=i16,
+                out_dtype=i16,
+            )
+        )
+
+    # QUANTIZE float32 -> int16: exact ties (k + 0.5) * s and saturation.
+    ties = ((np.arange(-40, 41) + 0.5) * 2.0**-8).astype(f32)
+    rand = rng.uniform(-100, 100, size=40).astype(f32)
+    sat = f32([1000.0, -1000.0, 127.998, 128.0, -128.0, -128.01, -0.1155])
+    x = np.concatenate([ties, rand, sat]).reshape(1, -1)
+    out.append(
+        unary_fixture(
+            "quantize_16x8_ties",
+            "QUANTIZE",
+            x,
+            None,
+            (2.0**-8, 0),
+            in_dtype=np.float32,
+            out_dtype=i16,
+            version=3,
+        )
+    )
+    # QUANTIZE int16 -> int16 and int16 -> int8 (requantize), ties at M = 1/2.
+    out.append(
+        unary_fixture(
+            "requantize_16x8_half",
+            "QUANTIZE",
+            spread,
+            (0.5, 0),
+            (1.0, 0),
+            in_dtype=i16,
+            out_dtype=i16,
+            version=3,
+        )
+    )
+    x16 = np.arange(-600, 600, 3).astype(i16).reshape(1, -1)
+    out.append(
+        unary_fixture(
+            "requantize_16_to_8",
+            "QUANTIZE",
+            x16,
+            (0.25, 0),
+            (1.0, -3),
+            in_dtype=i16,
+            out_dtype=np.int8,
+            version=3,
+        )
+    )
+    # DEQUANTIZE int16 -> float32.
+    out.append(
+        unary_fixture(
+            "dequantize_16x8",
+            "DEQUANTIZE",
+            spread,
+            (0.000371, 0),
+            None,
+            in_dtype=i16,
+            out_dtype=np.float32,
+            version=4,
+        )
+    )
+    return out
+
+
+def fixtures_uint8(rng):
+    """uint8 activations: asymmetric uint8 weights, per-tensor, and the rescaling
+    ADD / CONCATENATION paths (differing input scales)."""
+    u8 = np.uint8
+    out = []
+
+    def rand_u8(shape, low=0, high=255):
+        return rng.integers(low, high + 1, size=shape).astype(u8)
+
+    # CONV_2D 1x1, w = zp + 1 on a unit input channel: acc = x - zp_x + bias
+    # sweeps every tie class of M = 2^-2; the other channel is random.
+    x = np.zeros((1, 16, 16, 2), u8)
+    x[..., 0] = np.arange(256).reshape(16, 16)
+    x[..., 1] = rand_u8((16, 16))
+    w = np.array([[131, 130], [200, 17]], u8).reshape(2, 1, 1, 2)
+    w[0, 0, 0, 1] = 130  # channel 0: weight zp 130 on input 1 -> contributes 0
+    bias = np.array([1, -700], np.int32)
+    out.append(
+        conv2d_fixture(
+            "conv2d_uint8_1x1_ties",
+            x,
+            0.5,
+            128,
+            w,
+            f32(0.5),
+            bias,
+            1.0,
+            120,
+            strides=(1, 1),
+            padding="valid",
+            w_zp=130,
+            version=1,
+        )
+    )
+    # CONV_2D 3x3 stride 2 SAME ReLU6, random.
+    x = rand_u8((1, 7, 9, 3))
+    w = rand_u8((4, 3, 3, 3))
+    bias = rng.integers(-3000, 3000, size=4).astype(np.int32)
+    out.append(
+        conv2d_fixture(
+            "conv2d_uint8_3x3_s2_same_relu6",
+            x,
+            0.0625,
+            100,
+            w,
+            f32(0.0021),
+            bias,
+            0.0625,
+            7,
+            strides=(2, 2),
+            padding="same",
+            activation="relu6",
+            w_zp=119,
+            version=1,
+        )
+    )
+
+    # FULLY_CONNECTED: row 0 = zp + unit vector, acc = x[:, 0] - zp_x + bias.
+    x = rand_u8((64, 8))
+    x[:, 0] = np.arange(100, 164)
+    w = rand_u8((5, 8))
+    w[0] = [141] + [140] * 7
+    bias = np.array([0, 17, -300, 1000, 2], np.int32)
+    out.append(
+        fully_connected_fixture(
+            "fc_uint8_ties",
+            x,
+            0.5,
+            131,
+            w,
+            f32(0.5),
+            bias,
+            1.0,
+            127,
+            w_zp=140,
+            version=1,
+        )
+    )
+
+    # ADD uint8: ties, and differing scales with ReLU.
+    a = np.resize(np.arange(256), 512).astype(u8).reshape(1, 16, 16, 2)
+    b = rand_u8((1, 16, 16, 2))
+    out.append(
+        binary_fixture(
+            "add_uint8_ties", "ADD", a, (0.5, 128), b, (0.5, 128), (1.0, 128)
+        )
+    )
+    a = rand_u8((1, 8, 8, 3))
+    b = rand_u8((1, 8, 8, 3))
+    out.append(
+        binary_fixture(
+            "add_uint8_mixed_scales",
+            "ADD",
+            a,
+            (0.1, 131),
+            b,
+            (0.07, 120),
+            (0.13, 125),
+            activation="relu",
+        )
+    )
+
+    # CONCATENATION uint8 with differing input qparams (rescaled inputs):
+    # scale 1/2 -> 1 puts every odd code on a tie.
+    xs = [
+        np.arange(256).astype(u8).reshape(1, 4, 4, 16),
+        rand_u8((1, 4, 4, 3)),
+        rand_u8((1, 4, 4, 2)),
+    ]
+    q_inputs = [(0.5, 0), (0.37, 140), (1.0, 128)]
+    out.append(
+        concat_fixture(
+            "concat_uint8_rescale", xs, (1.0, 128), axis=3, q_inputs=q_inputs
+        )
+    )
+    return out
+
+
+def softmax_fixture(name, x, q_in, *, beta, q_out=(1 / 256, -128), version=2):
     opts = S.SoftmaxOptionsT()
     opts.beta = beta
     return unary_fixture(
@@ -820,11 +1417,13 @@ def softmax_fixture(name, x, q_in, *, beta):
         "SOFTMAX",
         x,
         q_in,
-        (1 / 256, -128),
+        q_out,
         options_type=S.BuiltinOptions.SoftmaxOptions,
         opts=opts,
         options=dict(beta=beta),
-        version=2,
+        version=version,
+        in_dtype=x.dtype,
+        out_dtype=x.dtype,
     )
 
 

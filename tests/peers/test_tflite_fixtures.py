@@ -142,10 +142,12 @@ def softmax(t, o):
 
 
 def _lut(fn_name, fixed):
+    """fixed: the fixed output qparams per output dtype name."""
+
     def call(t, o):
         fn = kernel("activations", fn_name)
         x, y = t["x"], t["y"]
-        assert (y.scale, y.zero_point) == fixed, "fixed output qparams"
+        assert (y.scale, y.zero_point) == fixed[y.dtype.name], "fixed output qparams"
         return fn(x.data, x.scale, x.zero_point, out_dtype=y.dtype, profile=PROFILE)
 
     return call
@@ -199,8 +201,8 @@ CALLS = {
     "MAX_POOL_2D": max_pool_2d,
     "MEAN": mean,
     "SOFTMAX": softmax,
-    "LOGISTIC": _lut("logistic", (1 / 256, -128)),
-    "TANH": _lut("tanh", (1 / 128, 0)),
+    "LOGISTIC": _lut("logistic", {"int8": (1 / 256, -128), "int16": (2.0**-15, 0)}),
+    "TANH": _lut("tanh", {"int8": (1 / 128, 0), "int16": (2.0**-15, 0)}),
     "CONCATENATION": concatenation,
     "PAD": pad,
     "QUANTIZE": quantize,
@@ -222,7 +224,32 @@ def test_litert_matches_the_committed_output(name):
     assert live.dtype == frozen.dtype and np.array_equal(live, frozen), name
 
 
-@pytest.mark.parametrize("name", sorted(FIXTURES))
+# Fixtures that refquant cannot run yet, each an explicit strict xfail: the
+# fixture stays live, and the mark fails the run as soon as refquant changes.
+KNOWN_GAPS = {
+    "softmax_16x8": pytest.mark.xfail(
+        strict=True,
+        raises=NotImplementedError,
+        reason="refquant has no int16 TFLite softmax (exp and 1/(1+x) int16 LUTs); "
+        "activations.softmax raises NotImplementedError for int16 output",
+    ),
+    "add_16x8_pot": pytest.mark.xfail(
+        strict=True,
+        raises=AssertionError,
+        reason="refquant has no pot_scale_int16 ADD path (shift-only, each input "
+        "rounded before the sum): a = 2 at 2^-10, b = -2 at 2^-12 -> 2^-10: "
+        "LiteRT 1, refquant 2 (exact 1.5)",
+    ),
+}
+
+
+def _with_gaps(names):
+    return [
+        pytest.param(n, marks=KNOWN_GAPS[n]) if n in KNOWN_GAPS else n for n in names
+    ]
+
+
+@pytest.mark.parametrize("name", _with_gaps(sorted(FIXTURES)))
 def test_tflite_reference_profile_matches_litert(name):
     spec = FIXTURES[name]
     inputs, _ = load_inputs(name)
@@ -270,3 +297,28 @@ def test_litert_reproduces_the_measured_discrepancy_rows():
     sums = inputs[0].astype(int).reshape(1, 4, 2, 4, 2, 4).sum(axis=(2, 4))
     out = run_litert("avgpool_2x2_ties", inputs).output
     assert set(out[sums == 2].tolist()) == {1} and set(out[sums == -2].tolist()) == {-1}
+
+
+@pytest.mark.parametrize(
+    "name, expected",
+    [
+        # D1 / D2: QUANTIZE 2.5 and -2.5 at (1, 0) -> 3, -3 (ties away).
+        ("d_quantize_ties", [3, -3]),
+        # acc = bias, M = s_w[c]: D4 (0.25, -2) -> -1; D5 (0.0625, 7) -> 1;
+        # D6 (0.125, -5) -> -1; D8 (0.5, -3) -> -1; D12 (2^-26, 2^25 + 1) -> 1.
+        ("d_conv2d_rows", [-1, 1, -1, -1, 1]),
+        # D7: FULLY_CONNECTED M = 0.25, acc = -2 -> -1 and acc = 1 -> 0.
+        ("d_fc_rows", [-1, 0]),
+        # D11: AVERAGE_POOL_2D zp 10, window (10, 11, 10, 11) -> 11.
+        ("d_avgpool_zp10", [11]),
+    ],
+)
+def test_discrepancy_row_fixtures(name, expected):
+    """Section 6 rows on their own tiny inputs: LiteRT gives the measured
+    value, and so does refquant under ``tflite_reference``."""
+    spec = FIXTURES[name]
+    inputs, _ = load_inputs(name)
+    run = run_litert(name, inputs)
+    assert run.output.ravel().tolist() == expected
+    got = np.asarray(CALLS[spec["op"]](run.tensors, spec["options"]))
+    assert got.ravel().tolist() == expected
