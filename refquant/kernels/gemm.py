@@ -31,6 +31,7 @@ For 8-bit operands ``max|A'| <= 128`` and ``max|B'| <= 128`` after centring, so
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
@@ -113,7 +114,7 @@ def _chunked(path: str, k: int, max_chunk: int, p: int) -> GemmPlan:
     return GemmPlan(path, -(-k // n_chunks), n_chunks, p)  # balanced chunks
 
 
-def exact_int_gemm(a, b) -> np.ndarray:
+def exact_int_gemm(a, b, *, result="int64") -> np.ndarray:
     """Exact integer product ``C = A @ B`` in int64, computed on float BLAS.
 
     ``C[i, j] = sum_k A[i, k] * B[k, j]``; no rounding anywhere (the path and
@@ -122,12 +123,17 @@ def exact_int_gemm(a, b) -> np.ndarray:
     Parameters
     ----------
     a : array_like of int, shape (..., M, K)
-    b : array_like of int, shape (..., K, N)
-        Leading dimensions broadcast as in :func:`numpy.matmul`.
+    b : array_like of int, shape (..., K, N), or PreparedGemmOperand
+        Leading dimensions broadcast as in :func:`numpy.matmul`.  A prepared
+        operand (:func:`prepare_weights`) must have zero point 0 here.
+    result : {"int64", "float"}
+        "float" returns the same exact integers in the float array the path
+        produced, skipping the int64 conversion (see :func:`exact_affine_gemm`).
 
     Returns
     -------
-    numpy.ndarray of int64, shape (..., M, N)
+    numpy.ndarray of int64 (or float32 / float64 for ``result="float"``),
+    shape (..., M, N)
 
     Examples
     --------
@@ -135,10 +141,10 @@ def exact_int_gemm(a, b) -> np.ndarray:
     ...                np.array([[-128], [-128]], np.int8)).tolist()
     [[128]]
     """
-    return exact_affine_gemm(a, 0, b, 0)
+    return exact_affine_gemm(a, 0, b, 0, result=result)
 
 
-def exact_affine_gemm(a, a_zero_point, b, b_zero_point) -> np.ndarray:
+def exact_affine_gemm(a, a_zero_point, b, b_zero_point, *, result="int64"):
     """Exact ``C[i, j] = sum_k (A[i, k] - a_zp[i]) * (B[k, j] - b_zp[j])``.
 
     Parameters
@@ -146,13 +152,21 @@ def exact_affine_gemm(a, a_zero_point, b, b_zero_point) -> np.ndarray:
     a : array_like of int, shape (..., M, K)
     a_zero_point : int or array_like of int broadcastable to (..., M)
         Per tensor or per row of A.
-    b : array_like of int, shape (..., K, N)
-    b_zero_point : int or array_like of int broadcastable to (..., N)
-        Per tensor or per column of B.
+    b : array_like of int, shape (..., K, N), or PreparedGemmOperand
+        A prepared operand carries its own zero point and float copies.
+    b_zero_point : int or array_like of int broadcastable to (..., N), or None
+        Per tensor or per column of B; None (or the same values) when ``b`` is
+        a :class:`PreparedGemmOperand`.
+    result : {"int64", "float"}
+        "int64" (default): an int64 array.  "float": the same exact integers
+        left in the dtype the path computed them in, with no int64 pass:
+        float32 for one float32 BLAS call without correction terms (every
+        value in ``[-2**24, 2**24]``), float64 when every term of the offset
+        expansion is within ``2**53``, int64 otherwise.
 
     Returns
     -------
-    numpy.ndarray of int64, shape (..., M, N), exact.
+    numpy.ndarray, shape (..., M, N), exact.
 
     Examples
     --------
@@ -160,30 +174,159 @@ def exact_affine_gemm(a, a_zero_point, b, b_zero_point) -> np.ndarray:
     >>> b = np.array([[-128], [127]], np.int8)
     >>> exact_affine_gemm(a, -128, b, 0).tolist()  # 255*-128 + 255*127
     [[-255]]
+    >>> exact_affine_gemm(a, 0, b, 0, result="float").dtype.name
+    'float32'
     """
-    a, b = _as_int_matrix("a", a), _as_int_matrix("b", b)
+    if result not in ("int64", "float"):
+        raise InvalidArgumentError(
+            f"result must be 'int64' or 'float'; got result={result!r}"
+        )
+    a = _as_int_matrix("a", a)
+    prepared = b if isinstance(b, PreparedGemmOperand) else None
+    if prepared is not None:
+        b = prepared.values
+        zb = prepared._same_zero_point(b_zero_point)
+    else:
+        b = _as_int_matrix("b", b)
     _check_inner(a, b)
     za = _zero_point("a_zero_point", a_zero_point, a.shape[:-1])
-    zb = _zero_point("b_zero_point", b_zero_point, b.shape[:-2] + b.shape[-1:])
-    plan = _plan(a, za, b, zb)
+    if prepared is None:
+        zb = _zero_point("b_zero_point", b_zero_point, b.shape[:-2] + b.shape[-1:])
+    plan = _plan(a, za, b, zb, None if prepared is None else prepared.value_range)
 
     ca = _offset_of(za, plan.a_center, rows=True)  # scalar or (..., M, 1)
     cb = _offset_of(zb, plan.b_center, rows=False)  # scalar or (..., 1, N)
     a_op = _centered(a, ca, plan.a_dev, plan.path)  # (..., M, K) A' = A - ca
-    b_op = _centered(b, cb, plan.b_dev, plan.path)  # (..., K, N) B' = B - cb
-    c = _blas_product(a_op, b_op, plan)  # (..., M, N) int64, exact A' @ B'
-    if plan.a_center is None and plan.b_center is None:
-        return c
-    return _add_offsets(c, plan, (a, a_op, za, ca), (b, b_op, zb, cb))
+    if prepared is None:
+        b_op = _centered(b, cb, plan.b_dev, plan.path)  # (..., K, N) B' = B - cb
+    else:
+        b_op = prepared._centered(cb, plan)  # cached float copy of B'
+    as_float = result == "float"
+    offsets = plan.a_center is not None or plan.b_center is not None
+    c = _blas_product(a_op, b_op, plan, as_float=as_float and not offsets)
+    if not offsets:
+        return c  # (..., M, N) exact A' @ B'
+    col = None if prepared is None else prepared._colsum(cb, plan)
+    if as_float and _offset_bound(a.shape[-1], plan, za, zb) <= FLOAT64_EXACT:
+        c = c.astype(np.float64)  # every partial sum below is an integer <= 2**53
+    return _add_offsets(c, plan, (a, a_op, za, ca), (b, b_op, zb, cb), col)
 
 
 def plan_gemm(a, b, a_zero_point=0, b_zero_point=0) -> GemmPlan:
     """The :class:`GemmPlan` :func:`exact_affine_gemm` uses for these operands."""
-    a, b = _as_int_matrix("a", a), _as_int_matrix("b", b)
+    a = _as_int_matrix("a", a)
+    if isinstance(b, PreparedGemmOperand):
+        zb = b._same_zero_point(b_zero_point)
+        b, known = b.values, b.value_range
+    else:
+        b, known = _as_int_matrix("b", b), None
+        zb = _zero_point("b_zero_point", b_zero_point, b.shape[:-2] + b.shape[-1:])
     _check_inner(a, b)
     za = _zero_point("a_zero_point", a_zero_point, a.shape[:-1])
+    return _plan(a, za, b, zb, known)
+
+
+class PreparedGemmOperand:
+    """Right operand B of :func:`exact_affine_gemm`, prepared once for many calls.
+
+    Holds a read-only copy of the integer values ``B`` (..., K, N), its zero
+    point, its data range (so planning never scans B again) and, filled on
+    first use and kept, the centred float copies ``B' = B - c_b`` and their
+    int64 column sums ``colsum(B')`` that (2.1) needs.  A quantized model
+    prepares each weight once; every product with it then skips the weight's
+    conversion and sums.  Build it with :func:`prepare_weights`.
+
+    Attributes
+    ----------
+    values : numpy.ndarray of int, shape (..., K, N), read-only
+    zero_point : numpy.ndarray of int64, broadcastable to (..., N)
+    value_range : (int, int)
+        ``(min(B), max(B))`` (``(0, 0)`` when empty).
+    """
+
+    __slots__ = ("values", "zero_point", "value_range", "_cache")
+
+    def __init__(self, values: np.ndarray, zero_point: np.ndarray):
+        self.values = values
+        self.zero_point = zero_point
+        self.value_range = _range(values)
+        self._cache: dict = {}
+
+    @property
+    def shape(self) -> tuple:
+        return self.values.shape
+
+    def __repr__(self) -> str:
+        return (
+            f"PreparedGemmOperand(shape={self.values.shape}, "
+            f"dtype={self.values.dtype}, zero_point={self.zero_point.tolist()!r})"
+        )
+
+    def _same_zero_point(self, z) -> np.ndarray:
+        """The prepared zero point; ``z`` must be None or the same values."""
+        if z is None:
+            return self.zero_point
+        if self.zero_point.ndim == 0 and _is_int_scalar(z):
+            if int(z) == int(self.zero_point):
+                return self.zero_point
+        shape = self.values.shape[:-2] + self.values.shape[-1:]
+        z = _zero_point("b_zero_point", z, shape)
+        if not np.array_equal(
+            np.broadcast_to(z, shape), np.broadcast_to(self.zero_point, shape)
+        ):
+            raise InvalidArgumentError(
+                "b_zero_point must be None or equal the prepared operand's zero "
+                f"point {self.zero_point.tolist()!r}; got b_zero_point={z.tolist()!r}"
+            )
+        return self.zero_point
+
+    def _centered(self, cb, plan: GemmPlan) -> np.ndarray:
+        key = ("op", plan.b_center, _PATH_DTYPE[plan.path])
+        if key not in self._cache:
+            op = _centered(self.values, cb, plan.b_dev, plan.path)
+            op.setflags(write=False)
+            self._cache[key] = op
+        return self._cache[key]
+
+    def _colsum(self, cb, plan: GemmPlan) -> np.ndarray:
+        key = ("colsum", plan.b_center)
+        if key not in self._cache:
+            op = self._centered(cb, plan)
+            col = _exact_sum(self.values, op, cb, plan.b_dev, axis=-2)
+            col.setflags(write=False)
+            self._cache[key] = col
+        return self._cache[key]
+
+
+def prepare_weights(b, b_zero_point=0) -> PreparedGemmOperand:
+    """Prepare the right GEMM operand once: ``B - b_zp`` for many products.
+
+    The result is accepted wherever :func:`exact_affine_gemm` takes ``b`` (and
+    by :func:`refquant.kernels.linear.fully_connected_accumulator` as ``w``,
+    prepared from ``w.T``); results are identical to passing the raw array.
+
+    Parameters
+    ----------
+    b : array_like of int, shape (..., K, N)
+        Copied, so later changes to the caller's array do not reach it.
+    b_zero_point : int or array_like of int broadcastable to (..., N)
+
+    Returns
+    -------
+    PreparedGemmOperand
+
+    Examples
+    --------
+    >>> w = prepare_weights(np.array([[1, 2], [3, 4]], np.int8), 1)
+    >>> exact_affine_gemm(np.array([[1, 1]], np.int8), 0, w, None).tolist()
+    [[2, 4]]
+    """
+    b = _as_int_matrix("b", b)
     zb = _zero_point("b_zero_point", b_zero_point, b.shape[:-2] + b.shape[-1:])
-    return _plan(a, za, b, zb)
+    values = np.array(b, copy=True)
+    values.setflags(write=False)
+    zb.setflags(write=False)
+    return PreparedGemmOperand(values, zb)
 
 
 # -- validation ---------------------------------------------------------------
@@ -221,7 +364,13 @@ def _check_inner(a: np.ndarray, b: np.ndarray) -> None:
         ) from None
 
 
+def _is_int_scalar(z) -> bool:
+    return isinstance(z, (int, np.integer)) and not isinstance(z, (bool, np.bool_))
+
+
 def _zero_point(name: str, z, shape: tuple) -> np.ndarray:
+    if _is_int_scalar(z) and -INT64_MAX - 1 <= z <= INT64_MAX:
+        return np.array(int(z), np.int64)  # 0-d, the common per-tensor case
     z = np.asarray(z)
     if z.dtype == np.bool_ or not np.issubdtype(z.dtype, np.integer):
         raise InvalidTypeError(f"{name} must be an int or int array; got {name}={z!r}")
@@ -261,16 +410,20 @@ def _max_dev(x: np.ndarray, z: np.ndarray, axis: int) -> int:
     return int(dev.max()) if dev.size else 0
 
 
-def _plan(a: np.ndarray, za: np.ndarray, b: np.ndarray, zb: np.ndarray) -> GemmPlan:
+def _plan(a, za, b, zb, b_range=None) -> GemmPlan:
     """The cheapest exact plan; the dtype ranges decide it without a data scan
-    when they already allow one float32 call, the data ranges otherwise."""
+    when they already allow one float32 call, the data ranges otherwise.
+    ``b_range``: B's known data range (a prepared operand), used in place of
+    its dtype range and its scan."""
     k = a.shape[-1]
-    plan = _best_plan(k, _dtype_range(a), za, _dtype_range(b), zb)
+    zr_a, zr_b = (_lo(za), _hi(za)), (_lo(zb), _hi(zb))
+    rb = _dtype_range(b) if b_range is None else b_range
+    plan = _best_plan(k, _dtype_range(a), zr_a, rb, zr_b)
     if plan is not None and plan.path == "float32":
         return plan
-    ra, rb = _range(a), _range(b)
-    dev_a = max(abs(ra[0] - _lo(za)), abs(ra[1] - _hi(za)))  # >= max|A - a_zp|
-    dev_b = max(abs(rb[0] - _lo(zb)), abs(rb[1] - _hi(zb)))
+    ra, rb = _range(a), (_range(b) if b_range is None else b_range)
+    dev_a = max(abs(ra[0] - zr_a[0]), abs(ra[1] - zr_a[1]))  # >= max|A - a_zp|
+    dev_b = max(abs(rb[0] - zr_b[0]), abs(rb[1] - zr_b[1]))
     if k * dev_a * dev_b > INT64_MAX:
         dev_a, dev_b = _max_dev(a, za, axis=-1), _max_dev(b, zb, axis=-2)
     if k * dev_a * dev_b > INT64_MAX:
@@ -278,36 +431,49 @@ def _plan(a: np.ndarray, za: np.ndarray, b: np.ndarray, zb: np.ndarray) -> GemmP
             f"the exact product may exceed int64: K * max|a - a_zero_point| * "
             f"max|b - b_zero_point| = {k} * {dev_a} * {dev_b} > 2**63 - 1"
         )
-    plan = _best_plan(k, ra, za, rb, zb)
+    plan = _best_plan(k, ra, zr_a, rb, zr_b)
     if plan is None:  # the centred expansions do not fit int64: no offsets
         plan = gemm_path(k, dev_a * dev_b)
         plan = GemmPlan(**{**plan.__dict__, "a_dev": dev_a, "b_dev": dev_b})
     return plan
 
 
+_DTYPE_RANGES: dict = {}
+
+
 def _dtype_range(x: np.ndarray) -> tuple[int, int]:
-    info = np.iinfo(x.dtype)
-    return int(info.min), int(info.max)
+    r = _DTYPE_RANGES.get(x.dtype)
+    if r is None:
+        info = np.iinfo(x.dtype)
+        r = _DTYPE_RANGES[x.dtype] = (int(info.min), int(info.max))
+    return r
 
 
 def _lo(z: np.ndarray) -> int:
+    if z.ndim == 0:
+        return int(z)
     return int(z.min()) if z.size else 0
 
 
 def _hi(z: np.ndarray) -> int:
+    if z.ndim == 0:
+        return int(z)
     return int(z.max()) if z.size else 0
 
 
+@lru_cache(maxsize=4096)
 def _best_plan(k: int, ra, za, rb, zb) -> GemmPlan | None:
-    """Best plan over centres {zero point, midpoint} for values in ra and rb."""
+    """Best plan over centres {zero point, midpoint} for values in the closed
+    ranges ra, rb and zero points in the closed ranges za, zb (all ints, so the
+    answer is cached: a model's layers repeat the same few arguments)."""
     options = []
     for r, z in ((ra, za), (rb, zb)):
         mid = (r[0] + r[1]) // 2
         dev_z = max(
-            abs(r[0] - _lo(z)),
-            abs(r[1] - _hi(z)),
-            abs(r[0] - _hi(z)),
-            abs(r[1] - _lo(z)),
+            abs(r[0] - z[0]),
+            abs(r[1] - z[1]),
+            abs(r[0] - z[1]),
+            abs(r[1] - z[0]),
         )
         options.append([(None, dev_z), (mid, max(r[1] - mid, mid - r[0]))])
     best = None
@@ -329,12 +495,25 @@ def _best_plan(k: int, ra, za, rb, zb) -> GemmPlan | None:
 
 def _offsets_fit(k, ca, ma, za, cb, mb, zb) -> bool:
     """True when every int64 term of the offset expansion is safe."""
-    da = 0 if ca is None else _max_abs(ca - za)
-    db = 0 if cb is None else _max_abs(cb - zb)
-    return k * (ma * mb + ma * db + da * mb + da * db) <= INT64_MAX
+    return _expansion_bound(k, ca, ma, za, cb, mb, zb) <= INT64_MAX
 
 
-def _max_abs(z: np.ndarray) -> int:
+def _expansion_bound(k, ca, ma, za, cb, mb, zb) -> int:
+    """K * (ma*mb + ma*|db| + |da|*mb + |da|*|db|): bounds every partial sum of
+    (2.1); za, zb are the closed ranges of the zero points."""
+    da = 0 if ca is None else max(abs(ca - za[0]), abs(ca - za[1]))
+    db = 0 if cb is None else max(abs(cb - zb[0]), abs(cb - zb[1]))
+    return k * (ma * mb + ma * db + da * mb + da * db)
+
+
+def _offset_bound(k: int, plan: GemmPlan, za, zb) -> int:
+    zr_a, zr_b = (_lo(za), _hi(za)), (_lo(zb), _hi(zb))
+    return _expansion_bound(
+        k, plan.a_center, plan.a_dev, zr_a, plan.b_center, plan.b_dev, zr_b
+    )
+
+
+def _max_abs(z) -> int:
     return int(np.abs(z).max()) if np.size(z) else 0
 
 
@@ -374,25 +553,29 @@ def _offset_of(z: np.ndarray, center, *, rows: bool):
     return z[..., :, None] if rows else z[..., None, :]
 
 
-def _blas_product(a_op: np.ndarray, b_op: np.ndarray, plan: GemmPlan) -> np.ndarray:
-    """A' @ B' in int64; each BLAS call sums at most k_chunk terms <= P."""
+def _blas_product(a_op, b_op, plan: GemmPlan, as_float=False) -> np.ndarray:
+    """A' @ B' in int64 (``as_float``: in the float dtype it was summed in);
+    each BLAS call sums at most k_chunk terms <= P."""
     k = a_op.shape[-1]
     if plan.n_chunks == 1:
-        return np.matmul(a_op, b_op).astype(np.int64)
+        c = np.matmul(a_op, b_op)
+        return c if as_float else c.astype(np.int64, copy=False)
     acc_dtype = np.float64 if k * plan.term_bound <= FLOAT64_EXACT else np.int64
     acc = None
     for k0 in range(0, k, plan.k_chunk):
         k1 = k0 + plan.k_chunk
         part = np.matmul(a_op[..., k0:k1], b_op[..., k0:k1, :])  # exact, <= 2**p
-        part = part.astype(acc_dtype)
+        part = part.astype(acc_dtype, copy=False)
         acc = part if acc is None else acc + part  # |acc| <= K * P, exact
-    return acc.astype(np.int64)
+    return acc if as_float else acc.astype(np.int64, copy=False)
 
 
-def _add_offsets(c: np.ndarray, plan: GemmPlan, a_parts, b_parts) -> np.ndarray:
-    """C += db * rowsum(A') + da * colsum(B') + K * da * db, in int64, exact.
+def _add_offsets(c, plan: GemmPlan, a_parts, b_parts, col=None) -> np.ndarray:
+    """C += db * rowsum(A') + da * colsum(B') + K * da * db, exact.
 
-    With A - a_zp = A' + da (da = a_center - a_zp) and B - b_zp = B' + db.
+    With A - a_zp = A' + da (da = a_center - a_zp) and B - b_zp = B' + db.  In
+    int64, or in float64 when the caller checked that (2.1) stays within
+    2**53; ``col`` is colsum(B') when already known (a prepared operand).
     """
     a, a_op, za, ca = a_parts
     b, b_op, zb, cb = b_parts
@@ -408,7 +591,8 @@ def _add_offsets(c: np.ndarray, plan: GemmPlan, a_parts, b_parts) -> np.ndarray:
         row = _exact_sum(a, a_op, ca, plan.a_dev, axis=-1)  # (..., M)
         c = c + row[..., :, None] * db
     if da is not None:
-        col = _exact_sum(b, b_op, cb, plan.b_dev, axis=-2)  # (..., N)
+        if col is None:
+            col = _exact_sum(b, b_op, cb, plan.b_dev, axis=-2)  # (..., N)
         c = c + da * col[..., None, :]
     if da is not None and db is not None:
         c = c + k * da * db
