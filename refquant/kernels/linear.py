@@ -22,7 +22,7 @@ from refquant.kernels.conv import (
     _scalar_zero_point,
     conv2d_accumulator,
 )
-from refquant.kernels.gemm import exact_affine_gemm
+from refquant.kernels.gemm import PreparedGemmOperand, exact_affine_gemm
 from refquant.profiles import get_profile
 
 _MATMUL_DTYPES = (np.int8, np.uint8)
@@ -54,8 +54,12 @@ def fully_connected(
     Parameters
     ----------
     x : ndarray of int8, uint8 or int16, shape (..., K)
-    w : ndarray of int8 or uint8, shape (C_out, K)
+    w : ndarray of int8 or uint8, shape (C_out, K), or PreparedGemmOperand
+        A prepared operand is ``prepare_weights(w.T, w_zero_point)``
+        (:func:`refquant.kernels.gemm.prepare_weights`, shape (K, C_out)): the
+        weight is converted and summed once for every call that reuses it.
     w_scale, w_zero_point : scalar or shape (C_out,)
+        With a prepared ``w``, ``w_zero_point`` is None or the prepared one.
     bias : array of int, shape (C_out,), or None
     Other parameters as in :func:`refquant.kernels.conv.conv2d`.
 
@@ -72,7 +76,7 @@ def fully_connected(
     """
     prof = get_profile(profile).for_op("fully_connected")
     acc = fully_connected_accumulator(x, x_zero_point, w, w_zero_point, bias)
-    _check_weight_scale(w_scale, w.shape[0])
+    _check_weight_scale(w_scale, acc.shape[-1])
     return _finish(
         acc,
         x,
@@ -88,30 +92,63 @@ def fully_connected(
 
 
 def fully_connected_accumulator(x, x_zero_point, w, w_zero_point, bias=None):
-    """Exact int64 accumulators of :func:`fully_connected`, no overflow policy."""
+    """Exact int64 accumulators of :func:`fully_connected`, no overflow policy.
+
+    ``w`` may be a :class:`~refquant.kernels.gemm.PreparedGemmOperand` made by
+    ``prepare_weights(w.T, w_zero_point)``; ``w_zero_point`` is then None or
+    equal to the prepared zero point.
+    """
     x = _int_array("x", x, (np.int8, np.uint8, np.int16))
     if x.ndim < 1:
         raise InvalidArgumentError(f"x must have at least 1 dimension; got x={x!r}")
-    w = _int_array("w", w, (np.int8, np.uint8))
-    if w.ndim != 2 or w.shape[1] != x.shape[-1] or 0 in w.shape:
-        raise InvalidArgumentError(
-            f"w must have shape (C_out, K) with K = x.shape[-1] = {x.shape[-1]}; "
-            f"got w.shape={w.shape}"
-        )
-    if x.dtype == np.int16 and w.dtype != np.int8:
+    prepared = w if isinstance(w, PreparedGemmOperand) else None
+    if prepared is not None:
+        w_t = prepared.values  # (K, C_out)
+        _int_array("w", w_t, (np.int8, np.uint8))
+        if w_t.ndim != 2 or w_t.shape[0] != x.shape[-1] or 0 in w_t.shape:
+            raise InvalidArgumentError(
+                f"a prepared w must have shape (K, C_out) with K = x.shape[-1] = "
+                f"{x.shape[-1]} (prepare_weights(w.T, w_zero_point)); got "
+                f"shape={w_t.shape}"
+            )
+        given_zw = w_zero_point
+        w_zero_point = prepared.zero_point if w_zero_point is None else w_zero_point
+        w_dtype, c_out = w_t.dtype, w_t.shape[1]
+    else:
+        w = _int_array("w", w, (np.int8, np.uint8))
+        if w.ndim != 2 or w.shape[1] != x.shape[-1] or 0 in w.shape:
+            raise InvalidArgumentError(
+                f"w must have shape (C_out, K) with K = x.shape[-1] = "
+                f"{x.shape[-1]}; got w.shape={w.shape}"
+            )
+        w_dtype, c_out = w.dtype, w.shape[0]
+    if x.dtype == np.int16 and w_dtype != np.int8:
         raise InvalidTypeError(
-            f"16x8 kernels need int8 weights; got w.dtype={w.dtype} with int16 "
+            f"16x8 kernels need int8 weights; got w.dtype={w_dtype} with int16 "
             f"activations"
         )
-    c_out = w.shape[0]
     zx = _scalar_zero_point("x_zero_point", x_zero_point, x.dtype)
-    zw = _channel_zero_point("w_zero_point", w_zero_point, w.dtype, c_out)
+    zw = _channel_zero_point("w_zero_point", w_zero_point, w_dtype, c_out)
+    if prepared is not None and given_zw is not None:
+        _check_prepared_zero_point(zw, prepared.zero_point, c_out)
     bias = _bias_array(bias, c_out, x.dtype)
 
     x2 = x.reshape(-1, x.shape[-1])  # (batches, K)
-    acc = exact_affine_gemm(x2, zx, w.T, zw)  # (batches, C_out) int64, exact
+    b = w.T if prepared is None else prepared
+    acc = exact_affine_gemm(x2, zx, b, zw)  # (batches, C_out) int64, exact
     acc = acc.reshape(x.shape[:-1] + (c_out,))
     return acc if bias is None else acc + bias
+
+
+def _check_prepared_zero_point(zw, prepared_zw, c_out: int) -> None:
+    same = np.array_equal(
+        np.broadcast_to(zw, (c_out,)), np.broadcast_to(prepared_zw, (c_out,))
+    )
+    if not same:
+        raise InvalidArgumentError(
+            "w_zero_point must be None or equal the prepared weight's zero point "
+            f"{prepared_zw.tolist()!r}; got w_zero_point={zw.tolist()!r}"
+        )
 
 
 def batch_matmul(
