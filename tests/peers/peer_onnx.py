@@ -354,3 +354,73 @@ def run_ort(model, *values):
 def run_reference(model, *values):
     """Run the model on onnx.reference.ReferenceEvaluator; list of outputs."""
     return list(_reference_evaluator(model).run(None, _feeds(model, values)))
+
+
+@functools.cache
+def qlinear_mul_model(shape, dtype, b_shape=None):
+    """com.microsoft QLinearMul; inputs as QLinearAdd."""
+    b_shape = shape if b_shape is None else b_shape
+    y_shape = tuple(np.broadcast_shapes(shape, b_shape))
+    names = [
+        "A",
+        "A_scale",
+        "A_zero_point",
+        "B",
+        "B_scale",
+        "B_zero_point",
+        "C_scale",
+        "C_zero_point",
+    ]
+    node = helper.make_node("QLinearMul", names, ["C"], domain=MS_DOMAIN)
+    return _model(
+        node,
+        [
+            ("A", dtype, shape),
+            ("A_scale", np.float32, ()),
+            ("A_zero_point", dtype, ()),
+            ("B", dtype, b_shape),
+            ("B_scale", np.float32, ()),
+            ("B_zero_point", dtype, ()),
+            ("C_scale", np.float32, ()),
+            ("C_zero_point", dtype, ()),
+        ],
+        [("C", dtype, y_shape)],
+        ms=True,
+    )
+
+
+@functools.cache
+def qlinear_concat_model(shapes, dtype, axis):
+    """com.microsoft QLinearConcat: Y_scale, Y_zero_point, then (X, s, zp) each."""
+    names = ["Y_scale", "Y_zero_point"]
+    inputs = [("Y_scale", np.float32, ()), ("Y_zero_point", dtype, ())]
+    for i, shape in enumerate(shapes):
+        names += [f"X{i}", f"X{i}_scale", f"X{i}_zero_point"]
+        inputs += [
+            (f"X{i}", dtype, shape),
+            (f"X{i}_scale", np.float32, ()),
+            (f"X{i}_zero_point", dtype, ()),
+        ]
+    y_shape = list(shapes[0])
+    y_shape[axis] = sum(s[axis] for s in shapes)
+    node = helper.make_node("QLinearConcat", names, ["Y"], domain=MS_DOMAIN, axis=axis)
+    return _model(node, inputs, [("Y", dtype, tuple(y_shape))], ms=True)
+
+
+@functools.cache
+def qlinear_sigmoid_model(shape, dtype):
+    """com.microsoft QLinearSigmoid: X, X_scale, X_zero_point, Y_scale, Y_zp."""
+    names = ["X", "X_scale", "X_zero_point", "Y_scale", "Y_zero_point"]
+    node = helper.make_node("QLinearSigmoid", names, ["Y"], domain=MS_DOMAIN)
+    return _model(
+        node,
+        [
+            ("X", dtype, shape),
+            ("X_scale", np.float32, ()),
+            ("X_zero_point", dtype, ()),
+            ("Y_scale", np.float32, ()),
+            ("Y_zero_point", dtype, ()),
+        ],
+        [("Y", dtype, shape)],
+        ms=True,
+    )
