@@ -928,7 +928,7 @@ def fixtures_16x8(rng):
     # CONV_2D 1x1, acc = w * x + bias: x sweeps -128..127 (every tie class of
     # M = 2^-1 .. 2^-4) and a few extreme codes (saturation, large products).
     x = np.arange(-128, 128).astype(i16)
-    x[[0, 1, 2, 3, 255]] = [-32768, -32767, 32767, 16385, 16383]
+    x[[0, 1, 2, 3, 255]] = [-32768, -32767, 32767, 16387, 16383]
     x = x.reshape(1, 16, 16, 1)
     s_w = f32(
         [1.0, 0.5, 0.25, 0.125, (1 + 2.0**-15) * 0.25, 0.6, 6.0, 2.0**-29, 2.0**-6]

@@ -322,3 +322,53 @@ def test_discrepancy_row_fixtures(name, expected):
     assert run.output.ravel().tolist() == expected
     got = np.asarray(CALLS[spec["op"]](run.tensors, spec["options"]))
     assert got.ravel().tolist() == expected
+
+
+def _quantize_multiplier(m):
+    """TFLite QuantizeMultiplier in Python ints: (q, shift), q*2^(shift-31) ~ m."""
+    import math
+
+    frac, shift = math.frexp(m)
+    q = int(math.floor(abs(frac) * 2**31 + 0.5))  # std::round, frac > 0
+    if q == 2**31:
+        q, shift = q // 2, shift + 1
+    if shift < -31:
+        return 0, 0
+    return q, shift
+
+
+def _mbqm_int64(acc, q, shift):
+    """integer_semantics.md 2.5: 16-bit multiplier (half up), then ties up."""
+    reduced = (q + 2**15) >> 16 if q < 0x7FFF0000 else 0x7FFF
+    total = 15 - shift
+    return (acc * reduced + (1 << (total - 1))) >> total
+
+
+def test_litert_16x8_conv_is_the_int64_form_on_ties():
+    """The 16x8 tie fixture: LiteRT == the section 2.5 formula (Python ints, an
+    oracle independent of refquant) on every output; the fixture holds exact
+    ties and outputs where the 16-bit multiplier changes the result."""
+    from fractions import Fraction
+
+    inputs, _ = load_inputs("conv2d_16x8_1x1_ties")
+    run = run_litert("conv2d_16x8_1x1_ties", inputs)
+    t = run.tensors
+    x = t["x"].data.astype(object).reshape(-1, 1)
+    acc = x * t["w"].data.astype(object).reshape(1, -1) + t["bias"].data.astype(object)
+    got = run.output.reshape(acc.shape).astype(np.int64)
+    s_in, s_out = Fraction(t["x"].scale), Fraction(t["y"].scale)
+    ties = changed = 0
+    for c, s_w in enumerate(t["w"].scales.tolist()):
+        m = s_in * Fraction(s_w) / s_out
+        q, shift = _quantize_multiplier(float(m))
+        for i, a in enumerate(acc[:, c]):
+            want = max(-32768, min(32767, _mbqm_int64(int(a), q, shift)))
+            assert got[i, c] == want, (c, int(a), int(got[i, c]), want)
+            exact = a * m
+            ties += (exact - exact.__floor__()) == Fraction(1, 2)
+            nearest = max(-32768, min(32767, int((exact + Fraction(1, 2)).__floor__())))
+            changed += nearest != want
+    assert ties >= 200 and changed >= 1, (ties, changed)
+    # section 2.5: M = 0.25 (channel 1), acc = -8..8, ties toward +infinity.
+    sweep = [int(got[np.flatnonzero(x.ravel() == v)[0], 1]) for v in range(-8, 9)]
+    assert sweep == [-2, -2, -1, -1, -1, -1, 0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2]
