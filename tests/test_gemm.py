@@ -12,10 +12,12 @@ from refquant.errors import (
     InvalidTypeError,
 )
 from refquant.kernels.gemm import (
+    PreparedGemmOperand,
     exact_affine_gemm,
     exact_int_gemm,
     gemm_path,
     plan_gemm,
+    prepare_weights,
 )
 
 
@@ -284,6 +286,160 @@ def test_exact_affine_gemm_rejects(za, zb, error, text):
     with pytest.raises(error) as info:
         exact_affine_gemm(A, za, B, zb)
     assert text in str(info.value)
+
+
+# -- prepared right operands and float results ----------------------------------
+
+
+def assert_same_integers(got, expected):
+    """Exact integer values in any dtype (float results hold integers)."""
+    assert got.shape == expected.shape
+    assert got.dtype in (np.float32, np.float64, np.int64)
+    flat = got.reshape(-1)
+    ints = [int(v) for v in flat.tolist()]
+    assert all(float(v) == float(i) for v, i in zip(flat.tolist(), ints))
+    assert (np.array(ints, dtype=object).reshape(got.shape) == expected).all()
+
+
+@settings(max_examples=20)
+@given(data=st.data(), k=st.sampled_from([1024, 1025]))
+def test_prepared_and_float_result_at_and_past_float32_limit(data, k):
+    a = extreme_rows(data.draw, (3, k), -128, 127).astype(np.int8)
+    b = extreme_rows(data.draw, (k, 2), -128, 127).astype(np.int8)
+    expected = oracle(a, 0, b, 0)
+    prepared = prepare_weights(b)
+    assert_exact(exact_int_gemm(a, prepared), expected)
+    got = exact_int_gemm(a, prepared, result="float")
+    # K = 1024: one float32 call, |C| <= 2**24; K = 1025: two float32 chunks
+    # summed in float64.
+    assert got.dtype == (np.float32 if k == 1024 else np.float64)
+    assert_same_integers(got, expected)
+    assert_same_integers(exact_int_gemm(a, b, result="float"), expected)
+
+
+def test_float_result_past_the_bound_keeps_the_one():
+    a = np.array([[128] * 1024 + [1]], np.int16)
+    got = exact_int_gemm(a, a.T.copy(), result="float")
+    assert got.dtype == np.float64
+    assert int(got[0, 0]) == 2**24 + 1
+
+
+@given(operands())
+def test_prepared_operand_matches_oracle(ops):
+    a, za, b, zb = ops
+    expected = oracle(a, za, b, zb)
+    prepared = prepare_weights(b, zb)
+    assert_exact(exact_affine_gemm(a, za, prepared, None), expected)
+    assert_exact(exact_affine_gemm(a, za, prepared, zb), expected)  # same zp
+    assert_same_integers(
+        exact_affine_gemm(a, za, prepared, None, result="float"), expected
+    )
+    assert plan_gemm(a, prepared, za, None).path in (
+        "float32",
+        "float32_chunked",
+        "float64",
+    )
+
+
+@given(operands())
+def test_float_result_matches_oracle(ops):
+    a, za, b, zb = ops
+    got = exact_affine_gemm(a, za, b, zb, result="float")
+    assert_same_integers(got, oracle(a, za, b, zb))
+
+
+def test_float_result_dtypes_follow_the_bound():
+    rng = np.random.default_rng(5)
+    a = rng.integers(-128, 128, (4, 64)).astype(np.int8)
+    b = rng.integers(-128, 128, (64, 3)).astype(np.int8)
+    # no zero point: one float32 call, every value within 64 * 2**14 = 2**20
+    assert exact_int_gemm(a, b, result="float").dtype == np.float32
+    # zero point -128 at K = 600: 600 * 255 * 128 > 2**24, so A is centred at
+    # the midpoint -1 and the correction da * colsum(B') is added in float64.
+    a = rng.integers(-128, 128, (4, 600)).astype(np.int8)
+    b = rng.integers(-128, 128, (600, 3)).astype(np.int8)
+    plan = plan_gemm(a, b, -128, 0)
+    assert (plan.a_center, plan.b_center) == (-1, None)
+    got = exact_affine_gemm(a, -128, b, 0, result="float")
+    assert got.dtype == np.float64
+    assert_same_integers(got, oracle(a, -128, b, 0))
+    # int32 x int32 terms beyond float64: the int64 matmul, returned as int64
+    big = np.array([[2**31 - 1, -(2**30)]], np.int64)
+    got = exact_int_gemm(big, big.T.copy(), result="float")
+    assert got.dtype == np.int64
+    assert int(got[0, 0]) == (2**31 - 1) ** 2 + 2**60
+
+
+def test_prepared_operand_is_reused_across_plans_and_copied():
+    rng = np.random.default_rng(9)
+    b = rng.integers(-127, 128, (300, 5)).astype(np.int8)
+    prepared = prepare_weights(b, 3)
+    b_copy = b.copy()
+    b[:] = 0  # the prepared copy must not see this
+    assert isinstance(prepared, PreparedGemmOperand)
+    assert prepared.shape == (300, 5)
+    assert not prepared.values.flags.writeable
+    for dtype, lo, hi, za in [
+        (np.int8, -128, 128, 0),
+        (np.uint8, 0, 256, 200),
+        (np.int16, -(2**15), 2**15, 0),  # float64 path on the same operand
+        (np.int8, -128, 128, -128),
+    ]:
+        a = rng.integers(lo, hi, (7, 300)).astype(dtype)
+        for _ in range(2):  # second call uses the cached float copy and sums
+            got = exact_affine_gemm(a, za, prepared, None)
+            assert_exact(got, oracle(a, za, b_copy, 3))
+
+
+def test_prepared_batched_per_column_zero_points():
+    rng = np.random.default_rng(4)
+    a = rng.integers(0, 256, (2, 1, 4, 5)).astype(np.uint8)
+    b = rng.integers(-128, 128, (3, 5, 6)).astype(np.int8)
+    za = rng.integers(0, 256, (2, 1, 4))
+    zb = rng.integers(-128, 128, (3, 6))
+    prepared = prepare_weights(b, zb)
+    assert_exact(
+        exact_affine_gemm(a, za, prepared, None), exact_affine_gemm(a, za, b, zb)
+    )
+    for i in range(2):
+        for j in range(3):
+            got = exact_affine_gemm(a, za, prepared, None)[i, j]
+            assert_exact(got, oracle(a[i, 0], za[i, 0], b[j], zb[j]))
+
+
+@pytest.mark.parametrize(
+    "args, error, text",
+    [
+        ((A.astype(np.float32), 0), InvalidTypeError, "b must be an integer array"),
+        ((np.zeros(3, np.int8), 0), InvalidArgumentError, "b must have at least 2"),
+        ((A, 0.5), InvalidTypeError, "b_zero_point must be an int"),
+        (
+            (A, np.zeros(2, np.int64)),
+            InvalidArgumentError,
+            "b_zero_point must be a scalar",
+        ),
+    ],
+)
+def test_prepare_weights_rejects(args, error, text):
+    with pytest.raises(error) as info:
+        prepare_weights(*args)
+    assert text in str(info.value)
+
+
+def test_prepared_zero_point_mismatch_and_bad_result_are_errors():
+    prepared = prepare_weights(B, 2)
+    with pytest.raises(InvalidArgumentError) as info:
+        exact_affine_gemm(A, 0, prepared, 0)
+    assert "b_zero_point must be None or equal" in str(info.value)
+    with pytest.raises(InvalidArgumentError) as info:
+        exact_int_gemm(A, prepared)  # exact_int_gemm means zero point 0
+    assert "got b_zero_point=0" in str(info.value)
+    with pytest.raises(InvalidArgumentError) as info:
+        exact_int_gemm(A, B, result="int32")
+    assert "result must be 'int64' or 'float'; got result='int32'" in str(info.value)
+    with pytest.raises(InvalidArgumentError) as info:
+        exact_int_gemm(np.zeros((2, 4), np.int8), prepare_weights(B))
+    assert "a.shape[-1] must equal" in str(info.value)
 
 
 def test_int64_overflow_is_an_error():

@@ -13,6 +13,7 @@ from refquant.errors import (
     InvalidArgumentError,
     InvalidTypeError,
 )
+from refquant.kernels.gemm import prepare_weights
 from refquant.kernels.linear import (
     batch_matmul,
     conv_integer,
@@ -69,6 +70,62 @@ def test_fully_connected_accumulator_matches_oracle(case):
     got = fully_connected_accumulator(*case)
     assert got.dtype == np.int64
     assert (got.astype(object) == fc_oracle(*case)).all()
+
+
+@given(fc_case())
+def test_fully_connected_prepared_weight_matches_oracle(case):
+    x, zx, w, zw, bias = case
+    prepared = prepare_weights(w.T, zw)
+    expected = fc_oracle(*case)
+    for given_zw in (None, zw):
+        got = fully_connected_accumulator(x, zx, prepared, given_zw, bias)
+        assert got.dtype == np.int64
+        assert (got.astype(object) == expected).all()
+
+
+def test_fully_connected_prepared_weight_requantizes_like_raw():
+    rng = np.random.default_rng(8)
+    x = rng.integers(-128, 128, (3, 1280)).astype(np.int8)
+    w = rng.integers(-127, 128, (10, 1280)).astype(np.int8)
+    sw = rng.uniform(1e-3, 1e-2, 10)
+    bias = rng.integers(-5000, 5000, 10)
+    raw = fully_connected(x, 0.05, -3, w, sw, 0, bias, 0.5, 1)
+    prepared = prepare_weights(w.T, 0)
+    got = fully_connected(x, 0.05, -3, prepared, sw, None, bias, 0.5, 1)
+    np.testing.assert_array_equal(got, raw)
+    acc = fully_connected_accumulator(x, -3, prepared, None, bias)
+    expected = fc_oracle(x, -3, w, 0, bias)
+    assert (acc.astype(object) == expected).all()
+
+
+@pytest.mark.parametrize(
+    "prepared, zw, error, text",
+    [
+        (
+            prepare_weights(np.zeros((3, 4), np.int8), 1),
+            2,
+            InvalidArgumentError,
+            "w_zero_point must be None or equal the prepared weight's zero point 1",
+        ),
+        (
+            prepare_weights(np.zeros((4, 3), np.int8)),
+            None,
+            InvalidArgumentError,
+            "a prepared w must have shape (K, C_out)",
+        ),
+        (
+            prepare_weights(np.zeros((3, 4), np.int16)),
+            None,
+            InvalidTypeError,
+            "w must have dtype",
+        ),
+    ],
+)
+def test_fully_connected_prepared_rejects(prepared, zw, error, text):
+    x = np.zeros((2, 3), np.int8)
+    with pytest.raises(error) as info:
+        fully_connected_accumulator(x, 0, prepared, zw)
+    assert text in str(info.value)
 
 
 @settings(max_examples=40)
