@@ -22,13 +22,13 @@ fletcher32 filters only (no external, virtual or plugin-filtered storage).
 from __future__ import annotations
 
 import os
-import tempfile
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from refquant._fileio import atomic_path
 from refquant._validation import IntRange, check
 from refquant.errors import (
     AccumulatorOverflowError,
@@ -2502,16 +2502,9 @@ def export_corpus(path, *, profiles=None, kernels=None, seed=0) -> ExportSummary
     kernels = _names("kernels", kernels, tuple(KERNELS))
     check("seed", seed, IntRange(0, 2**63 - 1))
     rows, unsupported = _collect(kernels, profiles, seed)
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".conformance-", suffix=".h5.tmp", dir=folder)
-    os.close(fd)
-    try:
-        meta = {"seed": seed, "profiles": profiles, "kernels": kernels}
-        _write(tmp, rows, unsupported, meta)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    meta = {"seed": seed, "profiles": profiles, "kernels": kernels}
+    with atomic_path(path, suffix=".h5.tmp") as tmp:
+        _write(str(tmp), rows, unsupported, meta)
     return ExportSummary(
         path=path,
         seed=seed,

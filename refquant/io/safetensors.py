@@ -15,14 +15,15 @@ tile the buffer exactly (no gap, no overlap, nothing after the last one).
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
 import struct
-import tempfile
 
 import numpy as np
 
+from refquant._fileio import write_bytes_atomic
 from refquant.errors import InvalidArgumentError, InvalidTypeError
 
 __all__ = ["load_safetensors", "save_safetensors", "SAFETENSORS_DTYPES"]
@@ -244,19 +245,8 @@ def _check_metadata(metadata) -> dict:
 
 
 def _atomic_write(path: str, head: list, order: list, entries: dict) -> None:
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".safetensors", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            for chunk in head:
-                f.write(chunk)
-            for name in order:
-                f.write(entries[name].tobytes(order="C"))
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    body = (entries[name].tobytes(order="C") for name in order)
+    write_bytes_atomic(path, itertools.chain(head, body))
 
 
 def _check_path(path) -> str:

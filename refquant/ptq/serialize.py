@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from refquant._fileio import atomic_path
 from refquant.errors import InvalidArgumentError, InvalidTypeError, UnsafeFileError
 from refquant.graph.nodes import OPS, Node
 from refquant.numerics.scheme import GRANULARITIES, QuantScheme
@@ -136,14 +137,8 @@ def save(model: QuantizedModel, path) -> Path:
         raise InvalidArgumentError(
             f"path must be in an existing folder; got path={str(final)!r}"
         )
-    tmp = final.with_name(f".{final.name}.{os.getpid()}.tmp")
-    try:
-        with h5py.File(tmp, "w") as f:
-            _write(f, model)
-        os.replace(tmp, final)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    with atomic_path(final, suffix=".h5.tmp") as tmp, h5py.File(tmp, "w") as f:
+        _write(f, model)
     return final
 
 
