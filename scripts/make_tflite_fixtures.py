@@ -857,6 +857,24 @@ def fixtures_discrepancy_rows():
             "d_quantize_ties", "QUANTIZE", x, None, (1.0, 0), in_dtype=np.float32
         )
     )
+    # D15 / D16: QUANTIZE with scale 0 and with the subnormal scale 1e-45.
+    x = f32([0.0, 1.0, -1.0, 0.5]).reshape(1, 4)
+    out.append(
+        unary_fixture(
+            "d_quantize_scale0", "QUANTIZE", x, None, (0.0, 0), in_dtype=np.float32
+        )
+    )
+    x = f32([0.0, 1.0, -1.0, 1e-45]).reshape(1, 4)
+    out.append(
+        unary_fixture(
+            "d_quantize_subnormal_scale",
+            "QUANTIZE",
+            x,
+            None,
+            (1e-45, 0),
+            in_dtype=np.float32,
+        )
+    )
     # D4, D5, D6, D8, D12: CONV_2D 1x1 with x = zp so that acc = bias; one
     # output channel per row, s_in = s_out = 1 so M = s_w[c].
     s_w = f32([0.25, 0.0625, 0.125, 0.5, 2.0**-26])

@@ -15,6 +15,8 @@ import pytest
 pytest.importorskip("ai_edge_litert")
 from peer_litert import load_inputs, manifest, run_litert  # noqa: E402
 
+from refquant.errors import InvalidArgumentError  # noqa: E402
+
 pytestmark = pytest.mark.peers
 
 PROFILE = "tflite_reference"
@@ -241,6 +243,13 @@ KNOWN_GAPS = {
         "LiteRT 1, refquant 2 (exact 1.5)",
     ),
 }
+for _name in ("d_quantize_scale0", "d_quantize_subnormal_scale"):
+    KNOWN_GAPS[_name] = pytest.mark.xfail(
+        strict=True,
+        raises=InvalidArgumentError,
+        reason="refquant refuses output scales that are not normal positive "
+        "float32 values, by design (rows D15 / D16)",
+    )
 
 
 def _with_gaps(names):
@@ -322,6 +331,26 @@ def test_discrepancy_row_fixtures(name, expected):
     assert run.output.ravel().tolist() == expected
     got = np.asarray(CALLS[spec["op"]](run.tensors, spec["options"]))
     assert got.ravel().tolist() == expected
+
+
+@pytest.mark.parametrize(
+    "name, expected",
+    [
+        # D15: scale 0: x / 0 is +-inf or NaN, and the float -> int conversion
+        # of the C++ kernel gives INT32_MIN, clamped to -128, for all of them.
+        ("d_quantize_scale0", [-128, -128, -128, -128]),
+        # D16: scale 1e-45 on [0, 1, -1, 1e-45]: 1 / 1e-45 overflows -> -128.
+        ("d_quantize_subnormal_scale", [0, -128, -128, 1]),
+    ],
+)
+def test_degenerate_scale_rows(name, expected):
+    """D15 / D16 on LiteRT; refquant refuses the scale (InvalidArgumentError)."""
+    spec = FIXTURES[name]
+    inputs, _ = load_inputs(name)
+    run = run_litert(name, inputs)
+    assert run.output.ravel().tolist() == expected
+    with pytest.raises(InvalidArgumentError, match="y_scale"):
+        CALLS[spec["op"]](run.tensors, spec["options"])
 
 
 def _quantize_multiplier(m):
