@@ -251,6 +251,9 @@ def machine_description() -> list[str]:
         if k in os.environ
     }
     lines.append(f"- thread variables set in the shell: {env or 'none'}")
+    if hasattr(os, "getloadavg"):
+        load = ", ".join(f"{v:.2f}" for v in os.getloadavg())
+        lines.append(f"- load average (1, 5, 15 min) at the start: {load}")
     return lines
 
 
