@@ -1,8 +1,9 @@
 """Evaluation: size, accuracy, per-class changes, flips, SQNR and the report.
 
-Array-level and independent of any model object: :func:`evaluate_outputs`
-compares FP32 and quantized outputs; :func:`evaluate` is the public entry point
-(today it takes the same arrays).  Spec: ``specs/evaluation.md``.
+:func:`evaluate_outputs` compares FP32 and quantized outputs (array-level);
+:func:`refquant.evaluation.model_eval.evaluate_model` runs both models and
+adds per-layer SQNR; :func:`evaluate` is the public entry point to either.
+Spec: ``specs/evaluation.md``, ``specs/cli.md``.
 """
 
 from __future__ import annotations
@@ -54,27 +55,25 @@ __all__ = [
 ]
 
 
-def evaluate(
-    fp32_logits,
-    quant_logits,
-    labels=None,
-    class_names=None,
-    layer_sqnr=None,
-    sizes=None,
-    **options,
-) -> EvaluationReport:
-    """Compare FP32 and quantized outputs; see :func:`evaluate_outputs`.
+def evaluate(fp32, quantized, *args, **kwargs) -> EvaluationReport:
+    """Report what quantization changed, from two models or from their outputs.
+
+    * ``evaluate(fp32_model, quantized_model, x, labels=None, *, profile=
+      "exact", batch_size=64, class_names=None, layer_sqnr=True,
+      progress=None, subsets=None)`` when ``fp32`` is a Graph: runs both
+      models (see :func:`refquant.evaluation.model_eval.evaluate_model`).
+    * ``evaluate(fp32_logits, quant_logits, labels=None, class_names=None,
+      layer_sqnr=None, sizes=None, **options)`` otherwise: compares outputs
+      (see :func:`evaluate_outputs`).
 
     >>> r = evaluate([[2.0, 1.0], [0.0, 1.0]], [[2.0, 1.5], [1.0, 0.0]], [0, 1])
     >>> r.accuracy_drop_points, r.recommendation, r.flips["right_to_wrong"]
     (50.0, 'mixed precision and QAT', 1)
     """
-    return evaluate_outputs(
-        fp32_logits,
-        quant_logits,
-        labels=labels,
-        class_names=class_names,
-        layer_sqnr=layer_sqnr,
-        sizes=sizes,
-        **options,
-    )
+    from refquant.graph.graph import Graph
+
+    if isinstance(fp32, Graph):
+        from refquant.evaluation.model_eval import evaluate_model
+
+        return evaluate_model(fp32, quantized, *args, **kwargs)
+    return evaluate_outputs(fp32, quantized, *args, **kwargs)
