@@ -16,6 +16,18 @@ import sys
 
 # name -> (module, one-line help)
 SUBCOMMANDS = {
+    "demo": (
+        "refquant.commands.demo",
+        "quantize a real model (MNIST CNN or MobileNetV2) and report",
+    ),
+    "quantize": (
+        "refquant.commands.quantize",
+        "quantize an FP32 model (.pth, Keras .h5, .onnx) to a refquant .h5",
+    ),
+    "evaluate": (
+        "refquant.commands.evaluate",
+        "compare a quantized model with its FP32 original on data",
+    ),
     "assets": (
         "refquant.commands.assets",
         "list or fetch the real example weights and images",
