@@ -38,9 +38,10 @@ from refquant.io.onnx_import import UnsupportedOnnxError, _onnx
 from refquant.kernels.activations import activation_range
 from refquant.ptq.qmodel import QuantizedModel
 
-__all__ = ["FORMATS", "export_onnx"]
+__all__ = ["ACTIVATION_DTYPES", "FORMATS", "export_onnx"]
 
 FORMATS = ("qdq", "qoperator")
+ACTIVATION_DTYPES = ("int8", "uint8")
 MS = "com.microsoft"
 F32 = np.float32
 
@@ -58,8 +59,10 @@ def _pads(padding, what):
 class _Writer:
     """Collects ONNX nodes and initializers for one quantized model."""
 
-    def __init__(self, qm: QuantizedModel, fmt: str, onnx, nh):
+    def __init__(self, qm: QuantizedModel, fmt: str, onnx, nh, act_dtype):
         self.qm, self.fmt, self.onnx, self.nh = qm, fmt, onnx, nh
+        self.dtype = np.dtype(act_dtype)
+        self.shift = 128 if self.dtype == np.uint8 else 0  # uint8 code = q + 128
         self.nodes, self.inits, self.names = [], [], set()
         self.rank: dict[str, int] = {}
         self.deq: dict[str, str] = {}
@@ -79,35 +82,57 @@ class _Writer:
     def qp(self, tensor) -> tuple[str, str]:
         """Initializer names of a tensor's float32 scale and int8 zero point."""
         p = self.qm.tensor_qparams[tensor]
-        return (self.const(f"{tensor}.scale", F32(p.scale)),
-                self.const(f"{tensor}.zero_point", np.int8(p.zero_point)))  # fmt: skip
+        scale = self.const(f"{tensor}.scale", F32(p.scale))
+        return scale, self.const(f"{tensor}.zero_point", self.code(p.zero_point))
 
-    def dq(self, tensor) -> str:
-        """The float tensor ``DequantizeLinear(tensor)`` (one per tensor)."""
-        if tensor not in self.deq:
-            out = f"{tensor}.dq"
+    def code(self, q: int):
+        """An int8 code in the file's activation type (uint8: ``q + 128``)."""
+        return self.dtype.type(int(q) + self.shift)
+
+    def dq(self, tensor, reader: str = "out") -> str:
+        """``DequantizeLinear(tensor)`` dedicated to one reader node.
+
+        ONNX Runtime fuses DequantizeLinear -> op -> QuantizeLinear into one
+        integer op only when each DequantizeLinear feeds that op alone.
+        """
+        out = f"{tensor}.dq.{reader}"
+        if out not in self.deq:
             self.node("DequantizeLinear", [tensor, *self.qp(tensor)], [out])
-            self.deq[tensor] = out
-        return self.deq[tensor]
+            self.deq[out] = out
+        return out
 
     def quantize(self, real, out, tensor=None) -> None:
         """``out = QuantizeLinear(real)`` with the qparams of ``tensor`` (or out)."""
         qp = self.qp(tensor or out)
         self.node("QuantizeLinear", [real, *qp], [out], name=f"{out}/quantize")
 
-    def clamp(self, n, raw: str) -> None:
-        """``Clip(raw, lo, hi)`` -> ``n.name`` for a fused activation, else rename."""
-        act = n.attrs.get("activation") if n.op not in ("ReLU", "ReLU6") else (
-            "relu" if n.op == "ReLU" else "relu6")  # fmt: skip
+    def bounds(self, n) -> tuple[int, int] | None:
+        """Code bounds of the node's fused activation, None when it clamps nothing.
+
+        ``activation_range`` under the ``onnxruntime`` profile (float32
+        division of 0 and 6 by the output scale, ties to even).
+        """
+        act = n.attrs.get("activation")
+        if n.op in ("ReLU", "ReLU6"):
+            act = "relu" if n.op == "ReLU" else "relu6"
         p = self.qm.tensor_qparams[n.name]
         lo, hi = activation_range(act, p.scale, p.zero_point, np.int8, "onnxruntime")
-        lo, hi = int(lo), int(hi)
-        if (lo, hi) == (-128, 127):
-            self.node("Identity", [raw], [n.name], name=f"{n.name}/identity")
+        return None if (int(lo), int(hi)) == (-128, 127) else (int(lo), int(hi))
+
+    def raw_name(self, n) -> str:
+        """Where the op writes: the node's tensor, or a temporary before a Clip."""
+        return n.name if self.bounds(n) is None else f"{n.name}.raw"
+
+    def clamp(self, n, raw: str) -> None:
+        """``n.name = Clip(raw, lo, hi)`` on int8 codes when a clamp is needed."""
+        b = self.bounds(n)
+        if b is None:
+            if raw != n.name:
+                self.node("Identity", [raw], [n.name])
             return
-        self.node("Clip", [raw, self.const(f"{n.name}.lo", np.int8(lo)),
-                           self.const(f"{n.name}.hi", np.int8(hi))], [n.name],
-                  name=f"{n.name}/clip")  # fmt: skip
+        lo = self.const(f"{n.name}.lo", self.code(b[0]))
+        hi = self.const(f"{n.name}.hi", self.code(b[1]))
+        self.node("Clip", [raw, lo, hi], [n.name], name=f"{n.name}/clip")
 
     # ------------------------------------------------------------ weights
     def weight(self, n):
@@ -141,8 +166,7 @@ class _Writer:
         b = np.zeros(c_out, np.int32) if n.bias is None else n.bias
         if b.dtype != np.int32:
             raise UnsupportedOnnxError(
-                f"node {n.name!r}: bias must be int32 in a static model; got "
-                f"{b.dtype}"
+                f"node {n.name!r}: bias must be int32 in a static model; got {b.dtype}"
             )
         s_in = F32(self.qm.tensor_qparams[n.inputs[0]].scale)
         s_b = np.broadcast_to((s_in * scales).astype(F32), (c_out,))
@@ -164,7 +188,7 @@ def _conv(wr: _Writer, n):
                  **_pads(at["padding"], n.name))  # fmt: skip
     scale = wr.nh.to_array(next(i for i in wr.inits if i.name == ws))
     b, bs = wr.bias(n, c_out, scale)
-    raw = f"{n.name}.raw"
+    raw = wr.raw_name(n)
     x = n.inputs[0]
     if wr.fmt == "qoperator":
         wr.node("QLinearConv", [x, *wr.qp(x), w, ws, wz, *wr.qp(n.name), b], [raw],
@@ -172,7 +196,7 @@ def _conv(wr: _Writer, n):
     else:
         wd = _dq_weight(wr, n, w, ws, wz, axis=0)
         bd = _dq_bias(wr, n, b, bs)
-        wr.node("Conv", [wr.dq(x), wd, bd], [f"{n.name}.real"], **attrs)
+        wr.node("Conv", [wr.dq(x, n.name), wd, bd], [f"{n.name}.real"], **attrs)
         wr.quantize(f"{n.name}.real", raw, n.name)
     wr.rank[n.name] = 4
     wr.clamp(n, raw)
@@ -205,14 +229,14 @@ def _dense(wr: _Writer, n):
     w, ws, wz = wr.weight(n)
     scale = wr.nh.to_array(next(i for i in wr.inits if i.name == ws))
     b, bs = wr.bias(n, n.weight.codes.shape[0], scale)
-    raw = f"{n.name}.raw"
+    raw = wr.raw_name(n)
     if wr.fmt == "qoperator":
         wr.node("QGemm", [x, *wr.qp(x), w, ws, wz, b, *wr.qp(n.name)], [raw],
                 domain=MS, transB=1)  # fmt: skip
     else:
         wd = _dq_weight(wr, n, w, ws, wz, axis=0)
         bd = _dq_bias(wr, n, b, bs)
-        wr.node("Gemm", [wr.dq(x), wd, bd], [f"{n.name}.real"], transB=1)
+        wr.node("Gemm", [wr.dq(x, n.name), wd, bd], [f"{n.name}.real"], transB=1)
         wr.quantize(f"{n.name}.real", raw, n.name)
     wr.rank[n.name] = 2
     wr.clamp(n, raw)
@@ -222,12 +246,12 @@ def _add(wr: _Writer, n):
     if len(n.inputs) != 2:
         raise UnsupportedOnnxError(f"node {n.name!r}: Add export takes 2 inputs")
     a, b = n.inputs
-    raw = f"{n.name}.raw"
+    raw = wr.raw_name(n)
     if wr.fmt == "qoperator":
         wr.node("QLinearAdd", [a, *wr.qp(a), b, *wr.qp(b), *wr.qp(n.name)], [raw],
                 domain=MS)  # fmt: skip
     else:
-        wr.node("Add", [wr.dq(a), wr.dq(b)], [f"{n.name}.real"])
+        wr.node("Add", [wr.dq(a, n.name), wr.dq(b, n.name)], [f"{n.name}.real"])
         wr.quantize(f"{n.name}.real", raw, n.name)
     wr.rank[n.name] = wr.rank[a]
     wr.clamp(n, raw)
@@ -240,7 +264,7 @@ def _global_avg_pool(wr: _Writer, n):
         wr.node("QLinearGlobalAveragePool", [x, *wr.qp(x), *wr.qp(n.name)],
                 [pooled], domain=MS, channels_last=0)  # fmt: skip
     else:
-        wr.node("GlobalAveragePool", [wr.dq(x)], [f"{n.name}.real"])
+        wr.node("GlobalAveragePool", [wr.dq(x, n.name)], [f"{n.name}.real"])
         wr.quantize(f"{n.name}.real", pooled, n.name)
     if not n.attrs["keepdims"]:
         wr.node("Flatten", [pooled], [n.name], name=f"{n.name}/flatten", axis=1)
@@ -267,7 +291,7 @@ def _avg_pool(wr: _Writer, n):
         wr.node("QLinearAveragePool", [x, *wr.qp(x), *wr.qp(n.name)], [n.name],
                 domain=MS, channels_last=0, **attrs)  # fmt: skip
     else:
-        wr.node("AveragePool", [wr.dq(x)], [f"{n.name}.real"], **attrs)
+        wr.node("AveragePool", [wr.dq(x, n.name)], [f"{n.name}.real"], **attrs)
         wr.quantize(f"{n.name}.real", n.name)
     wr.rank[n.name] = 4
 
@@ -305,7 +329,8 @@ def _concat(wr: _Writer, n):
             args += [i, *wr.qp(i)]
         wr.node("QLinearConcat", args, [n.name], domain=MS, axis=axis)
     else:
-        wr.node("Concat", [wr.dq(i) for i in n.inputs], [f"{n.name}.real"], axis=axis)
+        reals = [wr.dq(i, n.name) for i in n.inputs]
+        wr.node("Concat", reals, [f"{n.name}.real"], axis=axis)
         wr.quantize(f"{n.name}.real", n.name)
     wr.rank[n.name] = rank
 
@@ -322,7 +347,7 @@ def _pad(wr: _Writer, n):
     fill = quantize_linear(np.float32([n.attrs["value"]]), p.scale, p.zero_point,
                            profile="onnxruntime")  # fmt: skip
     wr.node("Pad", [x, wr.const(f"{n.name}.pads", np.int64(flat)),
-                    wr.const(f"{n.name}.value", np.int8(fill[0]))], [n.name],
+                    wr.const(f"{n.name}.value", wr.code(fill[0]))], [n.name],
             mode="constant")  # fmt: skip
     wr.rank[n.name] = wr.rank[x]
 
@@ -377,7 +402,15 @@ def _check(qmodel, path, fmt, opset):
             )
 
 
-def export_onnx(qmodel, path, *, format="qdq", opset=17, dequantize_outputs=False):
+def export_onnx(
+    qmodel,
+    path,
+    *,
+    format="qdq",
+    opset=17,
+    activation_dtype="int8",
+    dequantize_outputs=False,
+):
     """Write ``qmodel`` as an ONNX model that ONNX Runtime runs bit-exactly.
 
     ``q_in = QuantizeLinear(x, s_in, zp_in)`` (float32 division, ties to
@@ -397,6 +430,13 @@ def export_onnx(qmodel, path, *, format="qdq", opset=17, dequantize_outputs=Fals
     format : {"qdq", "qoperator"}
     opset : int in [13, 21]
         Default-domain opset (com.microsoft opset 1 is added for QOperator).
+    activation_dtype : {"int8", "uint8"}
+        Type of the activation codes in the file.  ``"uint8"`` stores
+        ``q + 128`` with zero point ``zp + 128``: the same real values and,
+        since every ONNX Runtime kernel computes with ``q - zp``, the same
+        results shifted by 128.  ONNX Runtime 1.32 on x86 fuses int8 QDQ
+        convolutions only partly (specs/io_onnx_quantized.md, section 2.4);
+        ``"uint8"`` QDQ fuses completely.
     dequantize_outputs : bool
         Append DequantizeLinear so that the outputs are float32.
 
@@ -413,8 +453,9 @@ def export_onnx(qmodel, path, *, format="qdq", opset=17, dequantize_outputs=Fals
     """
     onnx, nh = _onnx()
     _check(qmodel, path, format, opset)
+    check("activation_dtype", activation_dtype, OneOf(ACTIVATION_DTYPES))
     check_type("dequantize_outputs", dequantize_outputs, (bool,), "a bool")
-    wr = _Writer(qmodel, format, onnx, nh)
+    wr = _Writer(qmodel, format, onnx, nh, activation_dtype)
     x = qmodel.inputs[0]
     rank = _input_rank(qmodel)
     wr.rank[x] = rank
@@ -425,15 +466,18 @@ def export_onnx(qmodel, path, *, format="qdq", opset=17, dequantize_outputs=Fals
     outputs = list(qmodel.outputs)
     if dequantize_outputs:
         outputs = [wr.dq(o) for o in outputs]
-    model = _model(wr, onnx, real_in, rank, outputs, opset, qmodel.name)
+    model = _model(wr, onnx, real_in, rank, outputs, opset, qmodel.name,
+                   None if dequantize_outputs else wr.dtype)  # fmt: skip
     _write_atomic(onnx, model, os.fspath(path))
     return os.fspath(path)
 
 
-def _model(wr, onnx, real_in, rank, outputs, opset, name):
+def _model(wr, onnx, real_in, rank, outputs, opset, name, code_dtype):
     h, tp = onnx.helper, onnx.TensorProto
     dims = ["N"] + [f"d{i}" for i in range(1, rank)]
-    out_type = tp.FLOAT if outputs and outputs[0].endswith(".dq") else tp.INT8
+    out_type = {None: tp.FLOAT, np.int8: tp.INT8, np.uint8: tp.UINT8}[
+        None if code_dtype is None else code_dtype.type
+    ]
     graph = h.make_graph(
         wr.nodes,
         name,
