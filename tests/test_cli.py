@@ -1,0 +1,310 @@
+"""The quantize, evaluate and demo commands, run in-process through cli.main.
+
+A tiny Keras-layout .h5 CNN (written with h5py) and .npz data keep every run
+fast; one test runs `refquant demo` on the real MNIST assets (skipped when the
+cache is empty).  Invalid arguments must exit with 2 and name the argument.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+import h5py
+import numpy as np
+import pytest
+
+from refquant.cli import main
+from refquant.ptq import load_quantized_model
+
+
+# ---------------------------------------------------------------- fixtures
+def layer(cls, name, **config):
+    return {"class_name": cls, "config": {"name": name, **config}}
+
+
+def write_keras_cnn(path, rng):
+    """Keras 3 layout: Conv2D(relu) - MaxPool - Flatten - Dense(4) on 6x6x2."""
+    layers = [
+        layer("InputLayer", "image", batch_shape=[None, 6, 6, 2]),
+        layer("Conv2D", "conv", filters=3, kernel_size=[3, 3], strides=[1, 1],
+              padding="same", activation="relu", use_bias=True,
+              data_format="channels_last", dilation_rate=[1, 1], groups=1),
+        layer("MaxPooling2D", "pool", pool_size=[2, 2], strides=[2, 2],
+              padding="valid"),
+        layer("Flatten", "flat"),
+        layer("Dense", "logits", units=4, activation="linear", use_bias=True),
+    ]  # fmt: skip
+    weights = {
+        "conv": [("kernel", rng.standard_normal((3, 3, 2, 3))),
+                 ("bias", rng.standard_normal(3) * 0.1)],
+        "logits": [("kernel", rng.standard_normal((27, 4))),
+                   ("bias", rng.standard_normal(4) * 0.1)],
+    }  # fmt: skip
+    config = {"class_name": "Sequential",
+              "config": {"name": "sequential", "layers": layers}}  # fmt: skip
+    names = [ly["config"]["name"] for ly in layers[1:]]
+    with h5py.File(path, "w") as f:
+        f.attrs["keras_version"] = "3.15.1"
+        f.attrs["backend"] = "tensorflow"
+        f.attrs["model_config"] = json.dumps(config)
+        mw = f.create_group("model_weights")
+        mw.attrs["layer_names"] = np.array(names, dtype=object)
+        for name in names:
+            g = mw.create_group(name)
+            wnames = []
+            for short, arr in weights.get(name, []):
+                wname = f"sequential/{name}/{short}"
+                g.create_dataset(wname, data=np.asarray(arr, np.float32))
+                wnames.append(wname)
+            g.attrs["weight_names"] = (
+                np.array(wnames, dtype=object) if wnames else np.zeros(0)
+            )
+    return str(path)
+
+
+@pytest.fixture
+def files(tmp_path):
+    rng = np.random.default_rng(0)
+    model = write_keras_cnn(tmp_path / "cnn.h5", rng)
+    x = rng.standard_normal((40, 6, 6, 2)).astype(np.float32)
+    y = np.arange(40) % 4
+    np.savez(tmp_path / "data.npz", x=x, y=y)
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "labels.npy", y)
+    return tmp_path, model
+
+
+def run_cli(capsys, *argv):
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def exits_2(capsys, *argv) -> str:
+    """Run; expect exit 2 (returned or from argparse); return stderr."""
+    try:
+        code = main([str(a) for a in argv])
+    except SystemExit as e:
+        code = e.code
+    _, err = capsys.readouterr()
+    assert code == 2, err
+    return err
+
+
+# ---------------------------------------------------------------- main path
+def test_quantize_then_evaluate(files, capsys):
+    tmp, model = files
+    out = tmp / "cnn-int8.h5"
+    code, text, _ = run_cli(capsys, "quantize", model, "--data", tmp / "data.npz",
+                            "--calibration-samples", 20, "-o", out, "-q")  # fmt: skip
+    assert code == 0
+    assert "wrote:" in text and str(out) in text
+    qm = load_quantized_model(out)
+    assert qm.mode == "static"
+    assert [n.name for n in qm.nodes] == ["conv", "pool", "flat", "logits"]
+    code, text, _ = run_cli(
+        capsys,
+        "evaluate",
+        model,
+        out,
+        "--data",
+        tmp / "data.npz",
+        "--out",
+        tmp / "rep",
+        "-q",
+    )
+    assert code == 0
+    for field in ("size:", "top-1:", "agreement:", "recommendation:",
+                  "SQNR per layer"):  # fmt: skip
+        assert field in text, field
+    report = json.loads((tmp / "rep" / "report-cnn-int8.json").read_text())
+    assert report["num_samples"] == 40 and report["num_classes"] == 4
+    assert set(report["layer_sqnr_db"]) == {"conv", "pool", "logits"}
+    assert report["sizes"]["fp32_bytes"] == 4 * (3 * 3 * 2 * 3 + 3 + 27 * 4 + 4)
+    assert (tmp / "rep" / "report-cnn-int8.md").read_text().startswith("# ")
+
+
+def test_evaluate_with_separate_labels_and_profile(files, capsys):
+    tmp, model = files
+    out = tmp / "q.h5"
+    assert run_cli(capsys, "quantize", model, "--data", tmp / "x.npy", "-o", out,
+                   "--observer", "percentile", "-q")[0] == 0  # fmt: skip
+    code, text, _ = run_cli(capsys, "evaluate", model, out, "--data", tmp / "x.npy",
+                            "--labels", tmp / "labels.npy", "--profile",
+                            "tflite_reference", "--layer-sqnr", 8, "--out",
+                            tmp / "r", "-q")  # fmt: skip
+    assert code == 0 and "profile tflite_reference" in text
+    assert "over the first 8 inputs" in text
+
+
+@pytest.mark.parametrize(
+    "extra, mode_text",
+    [
+        (["--mode", "dynamic"], "dynamic"),
+        (["--mode", "weight_only", "--weight-bits", "4", "--granularity",
+          "per_group", "--group-size", "9"], "int4 weights per_group (group 9)"),
+        (["--per-tensor"], "int8 weights per_tensor"),
+    ],
+)  # fmt: skip
+def test_quantize_modes(files, capsys, extra, mode_text):
+    tmp, model = files
+    out = tmp / "m.h5"
+    data = [] if "--mode" in extra else ["--data", tmp / "data.npz"]
+    code, text, _ = run_cli(capsys, "quantize", model, *data, *extra, "-o", out)
+    assert code == 0 and mode_text in text
+    assert load_quantized_model(out).size_bytes() > 0
+
+
+def test_pth_state_dict_with_arch(tmp_path, capsys):
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(1)
+    shapes = {"features.0.weight": (2, 1, 3, 3), "features.0.bias": (2,),
+              "features.3.weight": (3, 2, 3, 3), "features.3.bias": (3,),
+              "classifier.0.weight": (8, 3 * 7 * 7), "classifier.0.bias": (8,),
+              "classifier.2.weight": (10, 8), "classifier.2.bias": (10,)}  # fmt: skip
+    sd = {k: torch.tensor(rng.standard_normal(s).astype(np.float32))
+          for k, s in shapes.items()}  # fmt: skip
+    torch.save(sd, tmp_path / "tiny.pth")
+    images = rng.integers(0, 256, (30, 28, 28), dtype=np.uint8)
+    np.savez(tmp_path / "digits.npz", images=images, labels=np.arange(30) % 10)
+    out = tmp_path / "tiny-int8.h5"
+    code, text, _ = run_cli(capsys, "quantize", tmp_path / "tiny.pth", "--arch",
+                            "mnist_cnn", "--data", tmp_path / "digits.npz", "-o",
+                            out, "-q")  # fmt: skip
+    assert code == 0
+    argv = ["--arch", "mnist_cnn", "--data", tmp_path / "digits.npz", "--out",
+            tmp_path, "-q"]  # fmt: skip
+    code, text, _ = run_cli(capsys, "evaluate", tmp_path / "tiny.pth", out, *argv)
+    assert code == 0 and "30 evaluated inputs, 10 classes" in text
+
+
+@pytest.mark.parametrize("command", ["demo", "quantize", "evaluate"])
+def test_help_has_an_example(command, capsys):
+    with pytest.raises(SystemExit) as e:
+        main([command, "--help"])
+    assert e.value.code == 0
+    text = capsys.readouterr().out
+    assert "examples:" in text and f"refquant {command}" in text
+
+
+# ---------------------------------------------------------------- invalid input
+def test_quantize_invalid_arguments(files, capsys):
+    tmp, model = files
+    data = tmp / "data.npz"
+    bad_shape = tmp / "bad.npy"
+    np.save(bad_shape, np.zeros((3, 5, 5, 2), np.float32))
+    (tmp / "weights.bin").write_bytes(b"0")
+    cases = [
+        (["quantize", tmp / "missing.h5", "--data", data], "MODEL"),
+        (["quantize", tmp / "weights.bin", "--data", data], ".onnx"),
+        (["quantize", tmp / "m.pth", "--data", data], "MODEL"),
+        (["quantize", model, "--arch", "mnist_cnn", "--data", data], "--arch"),
+        (["quantize", model], "--data"),
+        (["quantize", model, "--data", tmp / "nope.npz"], "--data"),
+        (["quantize", model, "--data", bad_shape], "shape (5, 5, 2)"),
+        (["quantize", model, "--data", data, "--weight-bits", 9], "--weight-bits"),
+        (["quantize", model, "--data", data, "--granularity", "per_group",
+          "--group-size", 8], "--mode weight_only"),
+        (["quantize", model, "--mode", "weight_only", "--granularity",
+          "per_group"], "--group-size"),
+        (["quantize", model, "--data", data, "--group-size", 8], "--group-size"),
+        (["quantize", model, "--data", data, "--calibration-samples", 0],
+         "--calibration-samples"),
+        (["quantize", model, "--data", data, "--batch-size", 0], "--batch-size"),
+        (["quantize", model, "--data", data, "--preprocess", "mnist"],
+         "--preprocess"),
+        (["quantize", model, "--data", data, "--mode", "int3"], "--mode"),
+        (["quantize", model, "--data", data, "--observer", "magic"], "--observer"),
+        (["quantize", model, "--data", data, "-o", tmp / "out.txt"], "--output"),
+        (["quantize", model, "--data", data, "--x-key", "pixels"], "x_key"),
+    ]  # fmt: skip
+    for argv, name in cases:
+        err = exits_2(capsys, *argv)
+        assert name in err, (argv, err)
+
+
+def test_pth_without_arch_names_the_argument(tmp_path, capsys):
+    (tmp_path / "m.pth").write_bytes(b"PK")
+    err = exits_2(capsys, "quantize", tmp_path / "m.pth", "--data", tmp_path)
+    assert "--arch" in err and "mnist_cnn" in err
+
+
+def test_evaluate_invalid_arguments(files, capsys):
+    tmp, model = files
+    q = tmp / "q.h5"
+    assert run_cli(capsys, "quantize", model, "--data", tmp / "data.npz", "-o", q,
+                   "-q")[0] == 0  # fmt: skip
+    other = write_keras_cnn(tmp / "other.h5", np.random.default_rng(9))
+    with h5py.File(other, "r+") as f:  # same layers, another name for the conv
+        cfg = json.loads(f.attrs["model_config"])
+        cfg["config"]["layers"][1]["config"]["name"] = "conv_b"
+        f.attrs["model_config"] = json.dumps(cfg)
+        f["model_weights"].move("conv", "conv_b")
+        f["model_weights/conv_b"].move("sequential/conv", "sequential/conv_b")
+        f["model_weights/conv_b"].attrs["weight_names"] = np.array(
+            ["sequential/conv_b/kernel", "sequential/conv_b/bias"], dtype=object
+        )
+        f["model_weights"].attrs["layer_names"] = np.array(
+            ["conv_b", "pool", "flat", "logits"], dtype=object)  # fmt: skip
+    np.save(tmp / "short.npy", np.zeros(5, np.int64))
+    (tmp / "afile").write_text("x")
+    base = ["evaluate", model, q, "--data", tmp / "data.npz"]
+    cases = [
+        (["evaluate", model, tmp / "missing.h5", "--data", tmp / "data.npz"],
+         "QUANTIZED.h5"),
+        (["evaluate", model, model, "--data", tmp / "data.npz"], "QUANTIZED.h5"),
+        (["evaluate", other, q, "--data", tmp / "data.npz"], "not in MODEL"),
+        ([*base, "--labels", tmp / "short.npy"], "--labels"),
+        ([*base, "--profile", "tpu"], "--profile"),
+        ([*base, "--layer-sqnr", "some"], "--layer-sqnr"),
+        ([*base, "--out", tmp / "afile"], "--out"),
+        ([*base, "--class-names", tmp / "afile"], "--class-names"),
+        (["evaluate", model, q], "--data"),
+    ]  # fmt: skip
+    for argv, name in cases:
+        err = exits_2(capsys, *argv)
+        assert name in err, (argv, err)
+
+
+def test_demo_invalid_arguments(tmp_path, capsys):
+    for argv, name in [
+        (["demo", "--model", "resnet50"], "--model"),
+        (["demo", "--calibration", 0, "--out", tmp_path], "--calibration"),
+        (["demo", "--model", "mobilenet_v2", "--calibration", 24, "--out",
+          tmp_path], "--calibration"),
+        (["demo", "--profile", "fast"], "--profile"),
+    ]:  # fmt: skip
+        err = exits_2(capsys, *argv)
+        assert name in err, (argv, err)
+
+
+# ---------------------------------------------------------------- real assets
+def _cached(*names):
+    from refquant import assets
+
+    return all(assets.is_cached(n) for n in names)
+
+
+@pytest.mark.assets
+@pytest.mark.skipif(
+    not _cached("mnist_cnn", "mnist_5k", "foolbox_mnist"), reason="assets not cached"
+)
+def test_demo_on_real_mnist(tmp_path, capsys):
+    code, text, err = run_cli(capsys, "demo", "--out", tmp_path, "--layer-sqnr", 125)
+    assert code == 0, err
+    agreement = float(re.search(r"agreement: ([0-9.]+)%", text).group(1))
+    ratio = float(re.search(r"\(([0-9.]+)x smaller\)", text).group(1))
+    assert agreement >= 99.8 and ratio >= 3.9
+    assert "5020 evaluated inputs" in text and "recommendation: ship" in text
+    assert "foolbox 20 (test digits): 20 inputs" in text
+    report = json.loads((tmp_path / "report-mnist_cnn.json").read_text())
+    assert report["flips"]["agreement"] >= 0.998
+    assert report["accuracy_drop_points"] <= 0.1
+    assert report["sizes"]["ratio"] >= 3.9
+    assert set(report["layer_sqnr_db"]) == {"features.0", "features.2", "features.3",
+                                            "features.5", "classifier.0",
+                                            "classifier.2"}  # fmt: skip
+    assert (tmp_path / "report-mnist_cnn.md").is_file()
+    assert load_quantized_model(tmp_path / "mnist_cnn-int8.h5").mode == "static"
+    assert "evaluating:" in err  # progress on stderr
