@@ -407,6 +407,12 @@ def run(args) -> int:
 
     check_batch_size(args.batch_size)
     cfg = quant_config(args)
+    out = Path(args.output) if args.output else default_output(args.model, args.mode)
+    if out.suffix.lower() not in (".h5", ".hdf5"):
+        raise bad("--output", out, "a file name ending in .h5 or .hdf5")
+    if not out.parent.exists() and str(out.parent) not in ("", "."):
+        raise bad("--output", out, "a path in an existing folder")
+    graph = load_fp32_model(args.model, args.arch)
     if args.mode == "static" and args.data is None:
         raise bad(
             "--data",
@@ -414,12 +420,6 @@ def run(args) -> int:
             "a file or folder of calibration inputs for "
             "--mode static (dynamic and weight_only need none)",
         )
-    out = Path(args.output) if args.output else default_output(args.model, args.mode)
-    if out.suffix.lower() not in (".h5", ".hdf5"):
-        raise bad("--output", out, "a file name ending in .h5 or .hdf5")
-    if not out.parent.exists() and str(out.parent) not in ("", "."):
-        raise bad("--output", out, "a path in an existing folder")
-    graph = load_fp32_model(args.model, args.arch)
     if out.resolve() == Path(args.model).resolve():
         raise bad("--output", out, "a new file, not MODEL itself")
     x_cal = None
