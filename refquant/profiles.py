@@ -116,8 +116,9 @@ class Profile:
     requantize_zero_point : str
         ``"after_rounding"`` or ``"before_rounding"`` (float methods only).
     fully_connected_requantize_method, fully_connected_requantize_rounding
-        Override for fully connected, or ``None`` (TFLite's reference fully
-        connected uses float64 with ties away from zero).
+        Override for fully connected, 8-bit and 16-bit outputs alike, or
+        ``None`` (TFLite's reference fully connected uses float64 with ties
+        away from zero, also for 16x8).
     add_method, mul_method : str
         Rescaling of elementwise add and mul.
     average_pool_method, mean_method : str
@@ -173,15 +174,24 @@ class Profile:
         """Return the profile an op should use (applies per-op overrides).
 
         Only ``"fully_connected"`` has an override today; every other op name
-        returns ``self``.
+        returns ``self``.  The override replaces both the 8-bit and the 16-bit
+        (``requantize_int64_method``) requantization: TFLite's reference fully
+        connected rounds ``f64(acc) * M`` half away from zero for int8 and int16
+        outputs alike, whereas 16x8 conv and depthwise use the int64 form.
+
+        >>> fc = get_profile("tflite_reference").for_op("fully_connected")
+        >>> fc.requantize_method, fc.requantize_int64_method
+        ('float64', 'float64')
         """
         if not isinstance(op, str):
             raise InvalidTypeError(f"op must be a str; got op={op!r}")
         if op == "fully_connected" and self.fully_connected_requantize_method:
             rounding = self.fully_connected_requantize_rounding
+            method = self.fully_connected_requantize_method
             return dataclasses.replace(
                 self,
-                requantize_method=self.fully_connected_requantize_method,
+                requantize_method=method,
+                requantize_int64_method=method,
                 requantize_rounding=rounding or self.requantize_rounding,
                 fully_connected_requantize_method=None,
                 fully_connected_requantize_rounding=None,
