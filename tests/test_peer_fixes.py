@@ -51,3 +51,91 @@ def test_for_op_overrides_the_16_bit_method_too():
         "half_away",
     )
     assert get_profile("tflite_reference").requantize_int64_method == "tflite_int64"
+
+
+# ----------------------------------------------------------------------------------
+# int16 LOGISTIC / TANH under tflite_reference: fixed point, sigmoid(i/24) table
+
+
+def _int16_op(op, x, s_x):
+    from refquant.kernels import activations
+
+    return getattr(activations, op)(
+        np.asarray(x, np.int16), s_x, 0, out_dtype=np.int16,
+        profile="tflite_reference",
+    ).tolist()  # fmt: skip
+
+
+def test_int16_table_entries_are_tflite_values():
+    from refquant.kernels.activations import _SIGMOID_TABLE
+
+    # First and last entries of TFLite's sigmoid_table_uint16 (common.h).
+    assert _SIGMOID_TABLE[:4].tolist() == [32768, 33451, 34133, 34813]
+    assert _SIGMOID_TABLE[-3:].tolist() == [65534, 65534, 65535]
+    assert np.all(np.diff(_SIGMOID_TABLE) >= 0)
+
+
+def test_int16_logistic_hand_values():
+    # s_x = 2^-12 (power of two): v = 3 x, index v >> 9, 9 fraction bits.
+    # x = 0: r = 32768 * 2^9, (2^24 + 2^9) >> 10 = 16384 (= 1/2).
+    # x = 100: v = 300, r = 32768 * 512 + 300 * 683 = 16982116,
+    #   (16982116 + 512) >> 10 = 16584 (real 16584.0).
+    # x = -100: (2^25 - 16982116 + 511) = 16572827, >> 10 = 16184 (= 2^15 - 16584).
+    assert _int16_op("logistic", [0, 100, -100], 2.0**-12) == [16384, 16584, 16184]
+    # s_x = 2^-11 is not the power-of-two case (12 - 11 != 0): m = 6 doubled
+    # to 24576, shift 12, v = 6 x.  x = 32767: index >= 255 saturates,
+    # ((0x7FFF << 10) + 512) >> 10 = 32767; x = -32768: (2^25 - (0x7FFF << 10)
+    # + 511) >> 10 = 1 (the real value is 0.0037).
+    assert _int16_op("logistic", [32767, -32768], 2.0**-11) == [32767, 1]
+
+
+def test_int16_tanh_hand_values():
+    # s_x = 2^-12: v = 3 x, index v >> 8, 8 fraction bits.
+    # x = 100: v = 300, index 1, frac 44: r = 33451 * 256 + 44 * 682 = 8593464,
+    #   (8593464 - 2^23 + 2^7) >> 8 = 800 (real 799.8).
+    # x = -32768: saturates, (-(0xFFFF << 8) + 2^23 + 127) >> 8 = -32767
+    #   (LiteRT tanh_16x8_pot); x = 32767 -> 32767; x = 0 -> 0.
+    assert _int16_op("tanh", [100, -32768, 32767, 0], 2.0**-12) == [
+        800,
+        -32767,
+        32767,
+        0,
+    ]
+    # s_x = f32(0.0003): m = 3.6864 doubled 13 times, trunc(30198.99) = 30198;
+    # x = -32768: v = (-32768 * 30198 + 4096) >> 13 = -120792, saturates:
+    # -32767 (LiteRT tanh_16x8_s0p0003, first element).
+    assert _int16_op("tanh", [-32768], 0.0003) == [-32767]
+
+
+def test_int16_tflite_logistic_needs_the_fixed_qparams():
+    import pytest
+
+    from refquant.errors import InvalidArgumentError
+    from refquant.kernels.activations import logistic, tanh
+
+    x = np.zeros(2, np.int16)
+    with pytest.raises(InvalidArgumentError, match="x_zero_point 0"):
+        logistic(x, 2.0**-12, 3, out_dtype=np.int16, profile="tflite_reference")
+    with pytest.raises(InvalidArgumentError, match="y_scale"):
+        tanh(
+            x, 2.0**-12, 0, y_scale=2.0**-14, y_zero_point=0, out_dtype=np.int16,
+            profile="tflite_reference",
+        )  # fmt: skip
+    with pytest.raises(InvalidArgumentError, match="overflows int32"):
+        logistic(
+            np.int16([32767]), 100.0, 0, out_dtype=np.int16,
+            profile="tflite_reference",
+        )  # fmt: skip
+
+
+def test_float32_lut_logistic_is_warning_free_at_exp_overflow():
+    import warnings
+
+    from refquant.kernels.activations import logistic
+
+    # s_x = 1, x = -128: exp(128) exceeds float32 -> inf, 1 / (1 + inf) = 0,
+    # code -128; x = 127: sigmoid = 1 -> 256 - 128 = 128, clamped to 127.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = logistic(np.int8([-128, 127]), 1.0, 0, profile="onnxruntime")
+    assert got.tolist() == [-128, 127]

@@ -145,12 +145,21 @@ def _quantize_float32(real32, s_y, z_y, dtype, prof):
 _F32_TRANSFORMS = {
     # float32 results of the C++ expressions, each op rounded once (expf and
     # tanhf taken as correctly rounded)
-    "logistic": lambda v: (
-        np.float32(1)
-        / (np.float32(1) + np.exp(-v.astype(np.float64)).astype(np.float32))
-    ),
+    "logistic": lambda v: np.float32(1) / (np.float32(1) + _expf(-v)),
     "tanh": lambda v: np.tanh(v.astype(np.float64)).astype(np.float32),
 }
+
+
+def _expf(v):
+    """``f32(exp(v))`` for float32 ``v``; exp above the float32 range is +inf.
+
+    The float64 exponential is rounded once to float32 (RNE); values beyond
+    the largest float32 become +inf, as the C ``expf`` gives (no warning).
+    """
+    with np.errstate(over="ignore"):
+        return np.exp(v.astype(np.float64)).astype(np.float32)
+
+
 _F64_TRANSFORMS = {
     "logistic": lambda v: 0.5 * (1.0 + np.tanh(0.5 * v)),
     "tanh": np.tanh,
@@ -167,12 +176,107 @@ def _tflite_lut(op, q, s_x, z_x, s_y, z_y, dtype):
     return np.clip(v, qmin, qmax).astype(dtype)
 
 
+# ------------------------------------------ TFLite int16 fixed point (16x8)
+_SIGMOID_STEP = 24  # table entry i holds sigmoid(i / 24)
+_SIGMOID_ONE = 65536  # unsigned 0.16 format
+
+
+def _sigmoid_table_u16() -> np.ndarray:
+    """TFLite's 256-entry ``sigmoid_table_uint16``: sigmoid(i/24) in 0.16.
+
+    Entry ``i < 255`` is ``round(2**16 (3/4 f(i) + 1/2 f(i + 1/2) - 1/4 f(i +
+    1)))`` with ``f(u) = sigmoid(u / 24)``: the sample lowered by half the
+    error of linear interpolation at the interval's midpoint (every value lies
+    at least 0.004 from a tie, so float64 decides the rounding).  The last
+    entry is 65535, the top of uint16, as in TFLite's table.
+
+    >>> _sigmoid_table_u16()[:3].tolist()
+    [32768, 33451, 34133]
+    """
+    u = np.arange(255, dtype=np.float64)
+
+    def f(v):
+        return 1.0 / (1.0 + np.exp(-v / _SIGMOID_STEP))
+
+    fitted = _SIGMOID_ONE * (0.75 * f(u) + 0.5 * f(u + 0.5) - 0.25 * f(u + 1.0))
+    table = np.empty(256, dtype=np.int64)
+    table[:255] = _arith.round_float(fitted, "half_even").astype(np.int64)
+    table[255] = _SIGMOID_ONE - 1
+    return table
+
+
+_SIGMOID_TABLE = _sigmoid_table_u16()
+
+
+def _checked_log2(scale: float):
+    """TFLite ``CheckedLog2``: ``(round(log2 s), |frac| < 1e-3)`` in float32."""
+    f32 = np.float32
+    log2 = f32(np.log(f32(scale))) * (f32(1) / f32(np.log(f32(2))))
+    rounded = float(np.copysign(np.floor(abs(log2) + 0.5), log2))  # half_away
+    return int(rounded), bool(abs(f32(log2 - f32(rounded))) < f32(1e-3))
+
+
+def _int16_input_rescale(op, s_x):
+    """TFLite Prepare of int16 LOGISTIC / TANH: ``(multiplier, left_shift)``.
+
+    Power of two (``CheckedLog2`` within 1e-3) with ``12 + log2 s_x`` equal to
+    0 (logistic) or 0, 1 (tanh): ``(3 * 2**k, 0)``.  Otherwise ``m = f64(f32(
+    s_x)) * 4096 * 3`` is doubled, counting ``left_shift``, while ``m <=
+    32767 / 2`` and ``left_shift <= 30``; ``multiplier = trunc(m)``.  Either
+    way ``x * multiplier / 2**left_shift`` has the scale ``1 / (3 * 4096)``
+    (logistic) of the table index.
+    """
+    log2, pot = _checked_log2(s_x)
+    k = 12 + log2
+    if pot and k in ((0,) if op == "logistic" else (0, 1)):
+        return 3 << k, 0
+    m = float(np.float32(s_x)) * 4096.0 * 3.0
+    shift = 0
+    while m <= 32767.0 / 2.0 and shift <= 30:
+        shift += 1
+        m *= 2.0
+    return int(m), shift  # static_cast<int32_t>: truncation
+
+
+def _tflite_int16(op, q, s_x, z_x, s_y, z_y):
+    """TFLite reference int16 LOGISTIC / TANH (fixed point, 0.16 table)."""
+    if z_x != 0 or (s_y, z_y) != (2.0**-15, 0):
+        raise InvalidArgumentError(
+            f"the TFLite int16 {op} needs x_zero_point 0 and output (2**-15, 0); "
+            f"got x_zero_point={z_x}, y_scale={s_y!r}, y_zero_point={z_y}"
+        )
+    multiplier, shift = _int16_input_rescale(op, s_x)
+    product = q * multiplier + ((1 << (shift - 1)) if shift else 0)
+    if product.size and (product.min() < -(2**31) or product.max() > 2**31 - 1):
+        raise InvalidArgumentError(
+            f"x_scale={s_x!r} is too large for the TFLite int16 {op}: the input "
+            f"rescale x * {multiplier} overflows int32"
+        )
+    v = product >> shift  # floor
+    a = np.abs(v)
+    bits = 9 if op == "logistic" else 8  # tanh(x) = 2 sigmoid(2x) - 1
+    index = a >> bits
+    low = np.minimum(index, 254)
+    ua, ub = _SIGMOID_TABLE[low], _SIGMOID_TABLE[low + 1]
+    frac = a & ((1 << bits) - 1)
+    r = (ua << bits) + frac * (ub - ua)  # 0.(16 + bits), interpolated
+    if op == "logistic":
+        r = np.where(index >= 255, 0x7FFF << 10, r)
+        r = np.where(v >= 0, r + (1 << 9), (1 << 25) - r + (1 << 9) - 1)
+        return (r >> 10).astype(np.int16)  # half_up on 0.25 -> 0.15
+    r = np.where(index >= 255, 0xFFFF << 8, r)
+    r = np.where(v >= 0, r - (1 << 23) + (1 << 7), (1 << 23) - r + (1 << 7) - 1)
+    return (r >> 8).astype(np.int16)  # 2 s - 1 in 0.15, half_up
+
+
 def _pointwise(op, x, x_scale, x_zero_point, y_scale, y_zero_point, out_dtype, profile):
     prof = get_profile(profile)
     dtype = out_dtype_of(out_dtype)
     q, s_x, z_x = _inputs(x, x_scale, x_zero_point)
     s_y, z_y = _output_qparams(op, dtype, y_scale, y_zero_point)
     method = getattr(prof, f"{op}_method")
+    if method == "tflite_float_lut" and dtype == np.int16:
+        return _tflite_int16(op, q, s_x, z_x, s_y, z_y)
     if method == "tflite_float_lut":
         return _tflite_lut(op, q, s_x, z_x, s_y, z_y, dtype)
     if method == "float32_lut":
