@@ -193,19 +193,10 @@ class _Importer:
                 self.consts[node.output[0]] = self.nh.to_array(node.attribute[0].t)
         nodes = [n for n in nodes if n.op_type != "Constant"]
         nodes = _fold_qdq(self, nodes)
+        _check_op_types(nodes)
         for node in nodes:
             self.node = node
-            reason = _OUT_OF_SCOPE.get(node.op_type)
-            if reason:
-                self.unsupported(reason)
-            handler = _HANDLERS.get(node.op_type)
-            if handler is None or node.domain not in ("", "ai.onnx", "com.microsoft"):
-                raise UnsupportedOnnxError(
-                    f"ONNX op type {node.op_type!r} (domain {node.domain!r}, node "
-                    f"{node.name!r}) is not supported; supported op types are "
-                    f"{sorted(QUANTIZED_OPS)}"
-                )
-            handler(self, node, _attrs(self.onnx, node))
+            _HANDLERS[node.op_type](self, node, _attrs(self.onnx, node))
         outputs = [self.graph_output(o.name) for o in g.output]
         if self.input_name is None:
             raise UnsupportedOnnxError("the graph input is never quantized")
@@ -227,6 +218,35 @@ class _Importer:
                 f"ONNX graph output {name!r} is a 4-D tensor in NHWC order"
             )
         return t.name
+
+
+def _check_op_types(nodes) -> None:
+    """Raise one error naming every unsupported op type, its count and first node."""
+    bad: dict[str, list] = {}
+    for node in nodes:
+        ok = node.op_type in _HANDLERS and node.domain in (
+            "",
+            "ai.onnx",
+            "com.microsoft",
+        )
+        if not ok:
+            bad.setdefault(node.op_type, []).append(node)
+    if not bad:
+        return
+    parts = []
+    for op, found in bad.items():
+        first = found[0].name or found[0].output[0]
+        why = _OUT_OF_SCOPE.get(op, "a float op outside a DequantizeLinear -> op "
+                                "-> QuantizeLinear group; the importer runs "
+                                "integer codes only")  # fmt: skip
+        if op not in _OUT_OF_SCOPE and op not in (*QDQ_COMPUTE, *CODE_OPS):
+            why = "not supported"
+        parts.append(f"{op} ({len(found)} nodes, first {first!r}): {why}")
+    raise UnsupportedOnnxError(
+        f"{len(bad)} ONNX op types are not supported by load_quantized_onnx: "
+        + "; ".join(parts)
+        + f". Supported op types are {sorted(QUANTIZED_OPS)}"
+    )
 
 
 # ---------------------------------------------------------------- QDQ folding
