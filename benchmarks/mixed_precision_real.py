@@ -104,8 +104,15 @@ def mobilenet(out, profile, use_cache):
         return r
 
     def sens():
-        s = measure_sensitivity(mq, x_sens, y_sens, batch_size=8, profile=profile,
-                                reverse=False, progress=progress_printer("alone"))  # fmt: skip
+        s = measure_sensitivity(
+            mq,
+            x_sens,
+            y_sens,
+            batch_size=8,
+            profile=profile,
+            reverse=False,
+            progress=progress_printer("alone"),
+        )
         top = s.ranking("int8")[:10]
         r = measure_sensitivity(mq, x_sens[:4], y_sens[:4], precisions=("int8",),
                                 layers=top, reverse_layers=top, batch_size=4,
@@ -119,11 +126,13 @@ def mobilenet(out, profile, use_cache):
     s, hit = cached_sensitivity(f"mobilenet_v2_{profile}", sens, use_cache)
     t_sens = time.perf_counter() - t0
     out.append("## MobileNetV2\n")
-    out.append(f"Profile `{profile}`; {len(x_cal)} calibration photos; sensitivity "
-               f"on {s.meta['samples']} held-out labeled images (view `all_but` on "
-               f"4 images, the 10 layers most sensitive to int8); evaluation on "
-               f"all {len(x_all)} images (accuracy on the 20 labeled).  "
-               f"Sensitivity {'from cache' if hit else f'{t_sens:.0f} s'}.\n")
+    out.append(
+        f"Profile `{profile}`; {len(x_cal)} calibration photos; sensitivity "
+        f"on {s.meta['samples']} held-out labeled images (view `all_but` on "
+        f"4 images, the 10 layers most sensitive to int8); evaluation on "
+        f"all {len(x_all)} images (accuracy on the 20 labeled).  "
+        f"Sensitivity {'from cache' if hit else f'{t_sens:.0f} s'}.\n"
+    )
     out.append("### Sensitivity (most sensitive first, ranked by int8 SQNR)\n")
     out.append(sensitivity_markdown(s, rank_by="int8"))
     print("\n".join(out[-3:]), flush=True)
@@ -139,10 +148,12 @@ def mobilenet(out, profile, use_cache):
     rf16 = evaluate("uniform fp16", "fp16")
     r4 = evaluate("uniform int4 g32", "int4")
     out.append("\n### Acceptance: mixed at <= 1.25 x uniform INT8 size\n")
-    out.append(f"Budget {budget} bytes (uniform INT8 {r8['bytes']} B x 1.25, "
-               f"{fp32_bytes / budget:.2f}x compression).  MILP choice: "
-               f"{a.counts()}; measured (not estimated) below; proxy estimate "
-               f"SQNR {a.estimated.get('sqnr_db', float('inf')):.2f} dB.\n")
+    out.append(
+        f"Budget {budget} bytes (uniform INT8 {r8['bytes']} B x 1.25, "
+        f"{fp32_bytes / budget:.2f}x compression).  MILP choice: "
+        f"{a.counts()}; measured (not estimated) below; proxy estimate "
+        f"SQNR {a.estimated.get('sqnr_db', float('inf')):.2f} dB.\n"
+    )
     out.append(HEAD)
     out.append(row("FP32", {"bytes": fp32_bytes, "ratio": 1.0, "agree_count": 43,
                             "count": len(x_all), "accuracy": _acc(ref, y_all),
@@ -161,8 +172,11 @@ def mobilenet(out, profile, use_cache):
     pts = pareto_sweep(mq, s, x_all, y_all, ratios=ratios, reference=ref,
                        profile=profile, batch_size=8, markers=("fp32",),
                        progress=progress_printer("pareto"))  # fmt: skip
-    for label, key in (("uniform fp16", "uniform fp16"), ("uniform int8",
-                       "uniform int8"), ("uniform int4", "uniform int4 g32")):  # fmt: skip
+    for label, key in (
+        ("uniform fp16", "uniform fp16"),
+        ("uniform int8", "uniform int8"),
+        ("uniform int4", "uniform int4 g32"),
+    ):
         m, r = ev[key]
         pts.append({"label": label, "kind": "uniform",
                     "counts": _counts(m.precisions), **r})  # fmt: skip
@@ -214,8 +228,10 @@ def mnist(out, profile, use_cache):
     )  # fmt: skip
     _ = images_5k
     out.append("## MNIST CNN\n")
-    out.append(f"Profile `{profile}`; 500 calibration digits; sensitivity on 1500 "
-               f"held-out digits; evaluation on {len(x_ev)} held-out digits.\n")
+    out.append(
+        f"Profile `{profile}`; 500 calibration digits; sensitivity on 1500 "
+        f"held-out digits; evaluation on {len(x_ev)} held-out digits.\n"
+    )
     out.append(sensitivity_markdown(s, rank_by="int8"))
     t0 = time.perf_counter()
     a = allocate(mq, s, x_ev, y_ev, max_drop=0.1, metric="accuracy",
@@ -247,8 +263,10 @@ def main(argv=None):
     p.add_argument("--out", default=None, help="write the Markdown here")
     p.add_argument("--no-cache", action="store_true")
     args = p.parse_args(argv)
-    out = ["# Mixed precision on real models\n",
-           f"{os.cpu_count()} cores; `python benchmarks/mixed_precision_real.py`.\n"]  # fmt: skip
+    out = [
+        "# Mixed precision on real models\n",
+        f"{os.cpu_count()} cores; `python benchmarks/mixed_precision_real.py`.\n",
+    ]
     t0 = time.perf_counter()
     for name in args.models.split(","):
         if name == "mnist":

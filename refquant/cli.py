@@ -36,6 +36,10 @@ SUBCOMMANDS = {
         "refquant.commands.conformance",
         "export or verify the golden-vector conformance corpus (HDF5)",
     ),
+    "sensitivity": (
+        "refquant.commands.sensitivity",
+        "per-layer mixed-precision sensitivity of a model on real data",
+    ),
 }
 
 

@@ -97,8 +97,12 @@ def test_bf16_outputs_lie_on_the_bf16_grid(setup):
 
 def test_fast_bfloat16_rounding_matches_to_bfloat16():
     rng = np.random.default_rng(7)
-    v = np.concatenate([rng.normal(0, 1e3, 5000), [0.0, -0.0, np.inf, -np.inf,
-                        1.00390625, 1.01171875, 3.4e38]]).astype(np.float32)  # fmt: skip
+    v = np.concatenate(
+        [
+            rng.normal(0, 1e3, 5000),
+            [0.0, -0.0, np.inf, -np.inf, 1.00390625, 1.01171875, 3.4e38],
+        ]
+    ).astype(np.float32)
     np.testing.assert_array_equal(round_to_bfloat16(v), to_bfloat16(v))
 
 
@@ -163,7 +167,6 @@ def test_int16_close_to_fp32(setup):
     mq, x = setup
     ref = mq.model("fp32").run(x)
     from refquant.evaluation import sqnr_db
-
     from refquant.ptq import quantize_model
 
     y16 = mq.model("int16").run(x)
@@ -367,8 +370,12 @@ def test_pareto_front_and_markdown(setup, sens):
     mq, x = setup
     s, labels, _ = sens
     pts = pareto_sweep(mq, s, x, labels, ratios=[1.5, 2.5, 4.0])
-    assert [p["label"] for p in pts[:4]] == ["uniform fp32", "uniform fp16",
-                                             "uniform int8", "uniform int4"]  # fmt: skip
+    assert [p["label"] for p in pts[:4]] == [
+        "uniform fp32",
+        "uniform fp16",
+        "uniform int8",
+        "uniform int4",
+    ]
     assert pts[0]["on_front"]  # nothing beats FP32 quality
     for p in pts:
         assert p["on_front"] == (not any(

@@ -320,8 +320,9 @@ def _repair(alloc, quantizer, cost, sizes, choice, data, reference, labels,
         prec = {n: PRECISIONS[c] for n, c in zip(layers, choice)}
         model = quantizer.model(prec)
         alloc.precisions, alloc.model = prec, model
-        alloc.measured = evaluate_model(model, data, reference, labels,
-                                        profile=profile, batch_size=batch_size)  # fmt: skip
+        alloc.measured = evaluate_model(
+            model, data, reference, labels, profile=profile, batch_size=batch_size
+        )
         alloc.repairs[-1]["drop_points"] = 100 * (fp32_eval - alloc.measured[metric])
         _judge(alloc, fp32_eval, metric)
         if alloc.met:

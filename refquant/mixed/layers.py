@@ -100,7 +100,9 @@ class MixedLayer:
         object.__setattr__(self, "attrs", MappingProxyType(dict(self.attrs)))
         object.__setattr__(self, "meta", MappingProxyType(dict(self.meta)))
         if self.op in WEIGHTED_OPS:
-            check(f"precision of layer {self.name!r}", self.precision, OneOf(PRECISIONS))
+            check(
+                f"precision of layer {self.name!r}", self.precision, OneOf(PRECISIONS)
+            )
         elif self.precision is not None:
             raise InvalidArgumentError(
                 f"precision of layer {self.name!r} must be None for op {self.op} "
@@ -211,8 +213,15 @@ def _bf16_values(bits: np.ndarray) -> np.ndarray:
 
 
 # ------------------------------------------------------------------- building
-def weight_layer(node, precision: str, *, int8_node=None, int16_scales=None,
-                 group_size: int = 32, ternary_threshold: float = 0.7) -> MixedLayer:  # fmt: skip
+def weight_layer(
+    node,
+    precision: str,
+    *,
+    int8_node=None,
+    int16_scales=None,
+    group_size: int = 32,
+    ternary_threshold: float = 0.7,
+) -> MixedLayer:
     """Quantize one weighted FP32 node (folded, fused) to ``precision``.
 
     ``int8_node`` is the node of the calibrated static int8 model (its codes

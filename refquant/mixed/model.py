@@ -92,7 +92,8 @@ class MixedModel:
                 raise InvalidArgumentError(f"duplicate tensor name {layer.name!r}")
             self.domain[layer.name] = self._domain_of(layer)
             if self.domain[layer.name] == INT8 and (
-                    set(layer.inputs) | {layer.name}) - set(self.tensor_qparams):
+                set(layer.inputs) | {layer.name}
+            ) - set(self.tensor_qparams):
                 raise InvalidArgumentError(
                     f"layer {layer.name!r} runs on the integer engine but its "
                     f"tensors lack int8 qparams"
@@ -351,8 +352,13 @@ class MixedQuantizer:
         self.group_size = group_size
         self.ternary_threshold = ternary_threshold
         if qmodel is None:
-            qmodel = quantize_model(graph, calibration_data, config=config,
-                                    batch_size=batch_size, progress=progress)  # fmt: skip
+            qmodel = quantize_model(
+                graph,
+                calibration_data,
+                config=config,
+                batch_size=batch_size,
+                progress=progress,
+            )
         check_type("qmodel", qmodel, (QuantizedModel,), "a static QuantizedModel")
         if qmodel.mode != "static":
             raise InvalidArgumentError(
@@ -401,7 +407,8 @@ class MixedQuantizer:
             if k not in self.layers:
                 raise InvalidArgumentError(
                     f"precisions names {k!r}, which is no weighted layer; layers: "
-                    f"{', '.join(self.layers[:8])}{'...' if len(self.layers) > 8 else ''}"
+                    f"{', '.join(self.layers[:8])}"
+                    f"{'...' if len(self.layers) > 8 else ''}"
                 )
             check(f"precisions[{k!r}]", v, OneOf(PRECISIONS))
         return {k: precisions.get(k, default) for k in self.layers}

@@ -259,9 +259,17 @@ def measure_sensitivity(quantizer, data, labels=None, *, precisions=PRECISIONS,
     for key, st in stats.items():
         view, (name, p) = ("all_but", key[1:]) if key[0] == "R" else ("alone", key)
         node = quantizer.graph.node(name)
-        rows.append({"view": view, "layer": name, "op": node.op, "precision": p,
-                     "bytes": quantizer.layer_bytes(name, p),
-                     "params": int(node.params["weight"].size), **st.result()})  # fmt: skip
+        rows.append(
+            {
+                "view": view,
+                "layer": name,
+                "op": node.op,
+                "precision": p,
+                "bytes": quantizer.layer_bytes(name, p),
+                "params": int(node.params["weight"].size),
+                **st.result(),
+            }
+        )
     fp32 = fp32_stats.result()
     meta = {"profile": getattr(profile, "name", profile), "batch_size": batch_size,
             "samples": fp32["count"]}  # fmt: skip

@@ -1,0 +1,94 @@
+"""Command-line budget options shared by ``refquant quantize`` and friends.
+
+``add_budget_arguments(parser)`` adds ``--size-budget`` (bytes or a ratio
+such as ``3.5x``), ``--max-drop`` (points), ``--drop-metric``,
+``--keep-fp16`` / ``--force-int4`` (manual overrides, comma-separated layer
+names), ``--precisions`` (candidates) and ``--sensitivity-samples``.
+``apply_budget(args, graph, data, ...)`` runs sensitivity, allocation and the
+real evaluation, and returns the :class:`~refquant.mixed.allocate.Allocation`
+(None when no budget option was given).  Spec: specs/mixed_precision.md,
+section 9.
+"""
+
+from __future__ import annotations
+
+from refquant.errors import InvalidArgumentError
+from refquant.mixed.layers import PRECISIONS
+
+__all__ = ["add_budget_arguments", "apply_budget", "parse_layer_list"]
+
+
+def add_budget_arguments(parser) -> None:
+    """Add the mixed-precision budget options to an argparse parser."""
+    g = parser.add_argument_group("mixed precision budget")
+    g.add_argument(
+        "--size-budget",
+        metavar="SIZE",
+        help="largest model: bytes, or compression over FP32 like 3.5x",
+    )
+    g.add_argument("--max-drop", type=float, metavar="POINTS",
+                   help="largest drop of accuracy (with labels) or agreement, "
+                   "in percentage points, e.g. 0.5")  # fmt: skip
+    g.add_argument("--drop-metric", choices=["auto", "accuracy", "agreement"],
+                   default="auto")  # fmt: skip
+    g.add_argument("--precisions", default=",".join(p for p in PRECISIONS),
+                   help="candidate precisions, comma-separated")  # fmt: skip
+    g.add_argument("--keep-fp16", default="", metavar="LAYERS",
+                   help="layers fixed in FP16, comma-separated")  # fmt: skip
+    g.add_argument(
+        "--force-int4",
+        default="",
+        metavar="LAYERS",
+        help="layers fixed in INT4 weight-only, comma-separated",
+    )
+    g.add_argument("--sensitivity-samples", type=int, default=64, metavar="N",
+                   help="held-out samples for the per-layer sensitivity")  # fmt: skip
+
+
+def parse_layer_list(text: str) -> list:
+    """``"a, b,,c"`` -> ``["a", "b", "c"]``."""
+    return [t.strip() for t in str(text or "").split(",") if t.strip()]
+
+
+def _overrides(args) -> dict:
+    out = dict.fromkeys(parse_layer_list(args.keep_fp16), "fp16")
+    for name in parse_layer_list(args.force_int4):
+        if out.get(name) == "fp16":
+            raise InvalidArgumentError(
+                f"layer {name!r} is in both --keep-fp16 and --force-int4"
+            )
+        out[name] = "int4"
+    return out
+
+
+def apply_budget(args, graph, data, labels=None, *, calibration_data=None,
+                 profile="exact", batch_size=32, progress=None):  # fmt: skip
+    """Allocate precisions for ``graph`` under the budget in ``args``.
+
+    ``data`` (float array) is split: the first ``--sensitivity-samples`` are
+    used for sensitivity, all of it for the real evaluation.  Calibration uses
+    ``calibration_data`` (default: ``data``).  Returns None when neither
+    ``--size-budget`` nor ``--max-drop`` is set.
+    """
+    if args.size_budget is None and args.max_drop is None:
+        return None
+    from refquant.mixed.allocate import allocate
+    from refquant.mixed.model import MixedQuantizer
+    from refquant.mixed.sensitivity import measure_sensitivity
+
+    cands = tuple(parse_layer_list(args.precisions))
+    overrides = _overrides(args)
+    measured = tuple(p for p in cands if p != "fp32")
+    for p in set(overrides.values()) - set(measured):
+        measured += (p,)
+    mq = MixedQuantizer(graph, data if calibration_data is None else calibration_data,
+                        batch_size=batch_size)  # fmt: skip
+    n = max(1, min(int(args.sensitivity_samples), data.shape[0]))
+    sl = None if labels is None else labels[:n]
+    sens = measure_sensitivity(mq, data[:n], sl, precisions=measured, reverse=False,
+                               batch_size=batch_size, profile=profile,
+                               progress=progress)  # fmt: skip
+    return allocate(mq, sens, data, labels, size_budget=args.size_budget,
+                    max_drop=args.max_drop, metric=args.drop_metric,
+                    candidates=cands, overrides=overrides, profile=profile,
+                    batch_size=batch_size)  # fmt: skip
