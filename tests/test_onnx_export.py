@@ -342,10 +342,12 @@ def test_mnist_cnn_export_is_bit_exact_on_500_digits(tmp_path):
             assert int((got != want).sum()) == 0, (fmt, level)
 
 
+MOBILENET_ASSETS = ("mobilenet_v2", "foolbox_imagenet", "calibration_photos")
+
+
 @pytest.mark.peers
 @pytest.mark.assets
-@pytest.mark.skipif(not _cached("mobilenet_v2", "foolbox_imagenet",
-                                "calibration_photos"), reason="assets not cached")  # fmt: skip
+@pytest.mark.skipif(not _cached(*MOBILENET_ASSETS), reason="assets not cached")
 def test_mobilenet_v2_qoperator_export_is_bit_exact(tmp_path):
     from refquant.io.onnx_export import export_onnx
 
