@@ -1,36 +1,50 @@
 """Integer execution of one quantized node, and its fake-quant simulation.
 
-Engine: integer codes in, integer codes out, through refquant.kernels under a
-profile.  Simulation: the same node in float64 on dequantized values with the
-float kernels of the FP32 graph, then quantized (``half_even`` on the float64
+Engine: integer codes in, integer codes out, every op through the kernel of
+refquant.kernels that the profile parameterises (conv2d, depthwise_conv2d,
+fully_connected, add, max_pool2d, average_pool2d, global_average_pool or mean,
+concatenation, pad, softmax, logistic, tanh, clamp_activation), so every
+rounding site follows the profile.  :func:`run_node` is the plain, one call
+per node path; :mod:`refquant.ptq.program` compiles the same semantics once
+per model and profile for speed and is tested bit for bit against it.
+
+Simulation: the same node in float64 on dequantized values with the float
+kernels of the FP32 graph, then quantized (``half_even`` on the float64
 quotient).  The two differ only where the float evaluation of the simulation
 lands on the other side of a rounding tie; specs/ptq.md section 5 states the
 bound that ``QuantizedModel.parity`` measures.
-
-Where refquant.kernels has no kernel yet, the op is computed here from exact
-integer sums and :func:`refquant.kernels.requantize.requantize_accumulator`
-(see the TODO on each helper).
 """
 
 from __future__ import annotations
 
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
 
 from refquant.errors import InvalidArgumentError
-from refquant.graph.float_ops import FLOAT_KERNELS, output_size, resolve_padding
-from refquant.kernels.activations import clamp_activation
+from refquant.graph.float_ops import FLOAT_KERNELS, resolve_padding
+from refquant.kernels.activations import clamp_activation, logistic, softmax, tanh
 from refquant.kernels.conv import conv2d, depthwise_conv2d
 from refquant.kernels.elementwise import add
+from refquant.kernels.layout import concatenation, pad
 from refquant.kernels.linear import fully_connected
-from refquant.kernels.quantize_ops import quantize_linear, requantize
-from refquant.kernels.requantize import requantize_accumulator
+from refquant.kernels.pooling import average_pool2d, global_average_pool, max_pool2d
+from refquant.kernels.quantize_ops import quantize_linear
+from refquant.kernels.reduce import mean
 from refquant.numerics.quantize import quantize
+from refquant.profiles import get_profile
 
-__all__ = ["FIXED_OUTPUT_QPARAMS", "SHARED_QPARAMS_OPS", "run_node", "simulate_node"]
+__all__ = [
+    "FIXED_OUTPUT_QPARAMS",
+    "SHARED_QPARAMS_OPS",
+    "check_profile_support",
+    "run_node",
+    "simulate_node",
+]
 
-#: Ops whose output reuses the input's qparams (pure data movement or clamps).
-SHARED_QPARAMS_OPS = ("MaxPool", "Pad", "Flatten", "Reshape", "ReLU", "ReLU6")
+#: Ops whose output reuses the input's qparams: pure data movement, clamps and
+#: average pooling (TFLite AVERAGE_POOL_2D requires equal input and output
+#: qparams; the mean of a window never leaves the input's range).
+SHARED_QPARAMS_OPS = ("MaxPool", "AvgPool", "Pad", "Flatten", "Reshape", "ReLU",
+                      "ReLU6")  # fmt: skip
 
 #: Ops with a fixed int8 output grid (TFLite): (scale, zero_point).
 FIXED_OUTPUT_QPARAMS = {
@@ -39,13 +53,25 @@ FIXED_OUTPUT_QPARAMS = {
     "Tanh": (1.0 / 128.0, 0),
 }
 
+#: Profiles whose backend runs conv and fully connected only with symmetric
+#: weights (weight zero point 0): TFLite's int8 spec for CONV_2D,
+#: DEPTHWISE_CONV_2D and FULLY_CONNECTED; ONNX Runtime's QLinearConv with int8
+#: activations and int8 weights.
+_ZERO_WEIGHT_ZP = {
+    "tflite_reference": ("Conv2D", "DepthwiseConv2D", "Dense"),
+    "onnxruntime": ("Conv2D", "DepthwiseConv2D"),
+}
+
 
 # --------------------------------------------------------------------- engine
 def run_node(node, codes, qp, prof):
     """Output codes (int8) of ``node`` from input ``codes`` (list of int8 arrays).
 
-    ``qp`` maps tensor names to :class:`TensorQParams`.
+    ``qp`` maps tensor names to :class:`TensorQParams`; ``prof`` is a profile
+    name or :class:`~refquant.profiles.Profile`.  One kernel call per node;
+    sub-8-bit outputs are then clamped to ``[qmin, qmax]``.
     """
+    prof = get_profile(prof)
     a = [qp[i] for i in node.inputs]
     y = qp[node.name]
     fn = _ENGINE.get(node.op)
@@ -53,8 +79,28 @@ def run_node(node, codes, qp, prof):
         raise NotImplementedError(
             f"node {node.name!r}: op {node.op} has no integer implementation"
         )
+    check_profile_support(node, qp, prof)
     out = fn(node, codes, a, y, prof)
     return clamp_bits(out, y)
+
+
+def check_profile_support(node, qp, prof) -> None:
+    """Raise when the backend that ``prof`` emulates cannot run ``node``.
+
+    Weighted layers need weight zero point 0 under tflite_reference (conv,
+    depthwise, fully connected) and onnxruntime (QLinearConv with int8
+    weights); Concat under tflite_reference needs equal input and output
+    qparams (checked by the kernel).
+    """
+    ops = _ZERO_WEIGHT_ZP.get(prof.name, ())
+    if node.op in ops and node.weight is not None and np.any(node.weight.zero_point):
+        raise InvalidArgumentError(
+            f"node {node.name!r}: profile {prof.name!r} runs {node.op} only with "
+            f"symmetric int8 weights (weight zero point 0); got weight zero "
+            f"points in [{int(np.min(node.weight.zero_point))}, "
+            f"{int(np.max(node.weight.zero_point))}]; quantize with "
+            f"weight_symmetric=True"
+        )
 
 
 def clamp_bits(q, y):
@@ -101,83 +147,55 @@ def _add(node, codes, a, y, prof):
                activation=node.attrs["activation"], profile=prof)  # fmt: skip
 
 
-def _max_pool(node, codes, a, y, prof):
-    # TODO(kernels.pooling.max_pool2d): integer max pool is missing; the float
-    # kernel on codes widened to float32 is exact (|code| <= 128).
-    v = FLOAT_KERNELS["MaxPool"].forward((codes[0].astype(np.float32),), {}, node.attrs)
-    return v.astype(np.int8)
-
-
-def window_sums(d, attrs):
-    """Exact int64 window sums of ``d`` (NHWC, padding cells 0) and cell counts."""
+def pool_geometry(shape, attrs):
+    """``(pool_size, strides, explicit pads)`` of a pooling node on ``shape``."""
     ph, pw = attrs["pool_size"]
-    sh, sw = attrs["strides"] or (ph, pw)
-    pads = resolve_padding(d.shape[1:3], (ph, pw), (sh, sw), (1, 1), attrs["padding"])
-    oh = output_size(d.shape[1], ph, sh, 1, *pads[0])
-    ow = output_size(d.shape[2], pw, sw, 1, *pads[1])
-    dp = np.pad(d, ((0, 0), pads[0], pads[1], (0, 0)))
-    win = sliding_window_view(dp, (ph, pw), axis=(1, 2))
-    win = win[:, : (oh - 1) * sh + 1 : sh, : (ow - 1) * sw + 1 : sw]
-    acc = win.sum(axis=(-2, -1), dtype=np.int64)  # (N, oh, ow, C) int64, exact
-    if attrs.get("count_include_pad", False) or pads == ((0, 0), (0, 0)):
-        count = np.full((1, oh, ow, 1), ph * pw, dtype=np.int64)
-    else:
-        ones = np.pad(np.ones((1, *d.shape[1:3], 1), np.int64),
-                      ((0, 0), pads[0], pads[1], (0, 0)))  # fmt: skip
-        cw = sliding_window_view(ones, (ph, pw), axis=(1, 2))
-        cw = cw[:, : (oh - 1) * sh + 1 : sh, : (ow - 1) * sw + 1 : sw]
-        count = cw.sum(axis=(-2, -1))
-    return acc, count
+    strides = tuple(attrs["strides"] or (ph, pw))
+    pads = resolve_padding(shape[1:3], (ph, pw), strides, (1, 1), attrs["padding"])
+    return (ph, pw), strides, pads
+
+
+def _max_pool(node, codes, a, y, prof):
+    size, strides, pads = pool_geometry(codes[0].shape, node.attrs)
+    return max_pool2d(codes[0], pool_size=size, strides=strides, padding=pads)
 
 
 def _avg_pool(node, codes, a, y, prof):
-    # TODO(kernels.pooling.average_pool2d): missing; this computes the exact
-    # window sum of (q - zp_in) in int64 and requantizes with M = s_in /
-    # (count * s_out).  The kernel should take count as an integer divisor so
-    # that the exact profile does not see the float64 value of 1/count.
-    acc, count = window_sums(codes[0].astype(np.int64) - a[0].zero_point, node.attrs)
-    inv = np.broadcast_to(1.0 / count, acc.shape)
-    return requantize_accumulator(acc, a[0].scale, inv, y.scale, y.zero_point,
-                                  np.int8, prof)  # fmt: skip
+    size, strides, pads = pool_geometry(codes[0].shape, node.attrs)
+    return average_pool2d(codes[0], a[0].scale, a[0].zero_point, y.scale,
+                          y.zero_point, pool_size=size, strides=strides,
+                          padding=pads,
+                          count_include_pad=node.attrs["count_include_pad"],
+                          profile=prof)  # fmt: skip
 
 
 def _global_avg_pool(node, codes, a, y, prof):
-    # TODO(kernels.pooling.global_average_pool / kernels.reduce.mean): missing;
-    # exact int64 sum over H, W of (q - zp_in), then M = s_in / (H*W * s_out)
-    # (1/(H*W) enters as a float64 weight scale; see _avg_pool).
+    # TFLite converts a global average pool to MEAN over H and W; ONNX has
+    # GlobalAveragePool (QLinearGlobalAveragePool in ORT's QOperator form).
     q = codes[0]
-    hw = q.shape[1] * q.shape[2]
-    acc = (q.astype(np.int64) - a[0].zero_point).sum(
-        axis=(1, 2), keepdims=node.attrs["keepdims"]
-    )
-    return requantize_accumulator(acc, a[0].scale, 1.0 / hw, y.scale, y.zero_point,
-                                  np.int8, prof)  # fmt: skip
+    if prof.average_pool_method == "tflite_raw_q_half_away":
+        out = mean(q, a[0].scale, a[0].zero_point, y.scale, y.zero_point,
+                   axes=(1, 2), keepdims=True, profile=prof)  # fmt: skip
+    else:
+        out = global_average_pool(q, a[0].scale, a[0].zero_point, y.scale,
+                                  y.zero_point, profile=prof)  # fmt: skip
+    return out if node.attrs["keepdims"] else out[:, 0, 0, :]
 
 
 def _concat(node, codes, a, y, prof):
-    # TODO(kernels.layout.concatenation): missing; each input is requantized
-    # to the output qparams (kernels.quantize_ops.requantize) and joined.
-    parts = [
-        c
-        if (p.scale, p.zero_point) == (y.scale, y.zero_point)
-        else requantize(
-            c,
-            p.scale,
-            p.zero_point,
-            y.scale,
-            y.zero_point,
-            out_dtype=np.int8,
-            profile=prof,
-        )  # fmt: skip
-        for c, p in zip(codes, a)
-    ]
-    return np.concatenate(parts, axis=node.attrs["axis"])
+    return concatenation(list(codes), [p.scale for p in a],
+                         [p.zero_point for p in a], y.scale, y.zero_point,
+                         axis=node.attrs["axis"], profile=prof)  # fmt: skip
+
+
+def pad_code(node, y, prof) -> int:
+    """Code of the pad value: ``quantize_linear(value)`` under the profile."""
+    value = np.float32([node.attrs["value"]])
+    return int(quantize_linear(value, y.scale, y.zero_point, profile=prof)[0])
 
 
 def _pad(node, codes, a, y, prof):
-    # TODO(kernels.layout.pad): missing; np.pad with the code of the pad value.
-    fill = int(quantize(np.float64(node.attrs["value"]), y.qparams()))
-    return np.pad(codes[0], node.attrs["paddings"], constant_values=fill)
+    return pad(codes[0], node.attrs["paddings"], pad_code(node, y, prof))
 
 
 def _reshape(node, codes, a, y, prof):
@@ -189,13 +207,19 @@ def _relu(node, codes, a, y, prof):
     return clamp_activation(codes[0], act, y.scale, y.zero_point, np.int8, prof)
 
 
+def _softmax(node, codes, a, y, prof):
+    q = codes[0]
+    axis = node.attrs["axis"] % q.ndim
+    q = np.moveaxis(q, axis, -1)
+    out = softmax(q, a[0].scale, a[0].zero_point, y_scale=y.scale,
+                  y_zero_point=y.zero_point, profile=prof)  # fmt: skip
+    return np.moveaxis(out, -1, axis)
+
+
 def _lut_op(node, codes, a, y, prof):
-    # TODO(kernels.activations.softmax/logistic/tanh): missing; dequantize to
-    # float64, apply the float op, quantize_linear under the profile to the
-    # fixed output grid.  The kernels should replace this float detour.
-    x = a[0].dequantize(codes[0])
-    v = FLOAT_KERNELS[node.op].forward((x,), {}, node.attrs).astype(np.float64)
-    return quantize_linear(v, y.scale, y.zero_point, profile=prof)
+    fn = logistic if node.op == "Sigmoid" else tanh
+    return fn(codes[0], a[0].scale, a[0].zero_point, y_scale=y.scale,
+              y_zero_point=y.zero_point, profile=prof)  # fmt: skip
 
 
 def _not_static(node, codes, a, y, prof):
@@ -219,7 +243,7 @@ _ENGINE = {
     "Reshape": _reshape,
     "ReLU": _relu,
     "ReLU6": _relu,
-    "Softmax": _lut_op,
+    "Softmax": _softmax,
     "Sigmoid": _lut_op,
     "Tanh": _lut_op,
     "BatchNorm": _not_static,
@@ -258,7 +282,8 @@ def fusable_max_pools(nodes, outputs) -> dict:
     Requantization ``acc -> clamp(round(acc * M[c]) + zp)`` is non-decreasing
     in ``acc`` for ``M[c] > 0`` under every profile, so the max over a window
     commutes with it: pooling the int64 accumulators first gives bit-identical
-    codes with a quarter of the requantizations for a 2x2 pool.
+    codes with a quarter of the requantizations for a 2x2 pool
+    (:mod:`refquant.ptq.program`).
     """
     readers: dict = {}
     for n in nodes:
@@ -274,39 +299,8 @@ def fusable_max_pools(nodes, outputs) -> dict:
     return plan
 
 
-def run_conv_max_pool(node, pool, codes, qp, prof):
-    """Codes of ``pool(node(codes))`` with the pool applied to accumulators."""
-    from refquant.kernels.conv import conv2d_accumulator, depthwise_conv2d_accumulator
-    from refquant.kernels.requantize import check_accumulator
-
-    a, y, w, at = qp[node.inputs[0]], qp[node.name], node.weight, node.attrs
-    if node.op == "Conv2D":
-        acc = conv2d_accumulator(codes[0], a.zero_point, w.codes, w.zero_point,
-                                 node.bias, strides=at["strides"],
-                                 dilations=at["dilations"], groups=at["groups"],
-                                 padding=at["padding"])  # fmt: skip
-    else:
-        acc = depthwise_conv2d_accumulator(
-            codes[0],
-            a.zero_point,
-            w.codes,
-            w.zero_point,
-            node.bias,
-            depth_multiplier=at["depth_multiplier"],
-            strides=at["strides"],
-            dilations=at["dilations"],
-            padding=at["padding"],
-        )
-    acc = check_accumulator(acc, prof, bits=32, what=f"{node.op} accumulator")
-    pooled = _max_window(acc, pool.attrs)  # int64, exact
-    out = requantize_accumulator(pooled, a.scale, w.scale, y.scale, y.zero_point,
-                                 np.int8, prof, channel_axis=-1,
-                                 activation=at["activation"])  # fmt: skip
-    return clamp_bits(out, y)
-
-
-def _max_window(acc, attrs):
-    """Max over ``pool_size`` windows at ``strides`` (valid padding), int64."""
+def max_window(acc, attrs):
+    """Max over ``pool_size`` windows at ``strides`` (valid padding), any dtype."""
     ph, pw = attrs["pool_size"]
     sh, sw = attrs["strides"] or (ph, pw)
     oh = (acc.shape[1] - ph) // sh + 1

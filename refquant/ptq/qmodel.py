@@ -30,12 +30,7 @@ from refquant.kernels.conv import conv2d_accumulator, depthwise_conv2d_accumulat
 from refquant.kernels.linear import fully_connected_accumulator
 from refquant.kernels.quantize_ops import dequantize_linear, quantize_linear
 from refquant.profiles import get_profile
-from refquant.ptq.engine import (
-    fusable_max_pools,
-    run_conv_max_pool,
-    run_node,
-    simulate_node,
-)
+from refquant.ptq.engine import simulate_node
 from refquant.ptq.qtensors import QuantizedNode, TensorQParams
 
 __all__ = ["MODES", "QuantizedModel"]
@@ -172,29 +167,45 @@ class QuantizedModel:
             Rounding and overflow behaviour of every kernel.
         capture : bool
             Also return ``{tensor name: int8 codes}`` for every tensor.
+
+        The model is compiled once per profile (prepared weights, multipliers,
+        clamp bounds; :mod:`refquant.ptq.program`); the codes equal those of
+        :func:`refquant.ptq.engine.run_node` applied node by node.
         """
         self._require_static("run_codes")
         prof = get_profile(profile)
+        steps = self._program(prof, fuse=not capture)
         env = {self.inputs[0]: self.quantize_input(x, profile=prof)}
         keep = set(self.outputs)
         last = self._last_use(self.nodes)
-        fused = {} if capture else fusable_max_pools(self.nodes, keep)
-        skip = {p.name for p in fused.values()}
-        for i, n in enumerate(self.nodes):
-            if n.name in fused:
-                pool = fused[n.name]
-                env[pool.name] = run_conv_max_pool(
-                    n, pool, [env[n.inputs[0]]], self.tensor_qparams, prof
-                )
-            elif n.name not in skip:
-                env[n.name] = run_node(n, [env[k] for k in n.inputs],
-                                       self.tensor_qparams, prof)  # fmt: skip
+        index = {n.name: i for i, n in enumerate(self.nodes)}
+        for n, step, pooled in steps:
+            out_name = n.name if pooled is None else pooled.name
+            env[out_name] = step([env[k] for k in n.inputs])
             if not capture:
+                i = index[out_name]
                 for k in set(n.inputs):
-                    if last[k] == i and k not in keep:
+                    if last[k] <= i and k not in keep:
                         env.pop(k, None)
         outs = self._outputs(env)
         return (outs, env) if capture else outs
+
+    def _program(self, prof, *, fuse: bool):
+        """Compiled steps for ``prof``, cached while the qparams are unchanged."""
+        from refquant.ptq.program import compile_model
+
+        cache = self.__dict__.setdefault("_programs", {})
+        stamp = tuple(self.tensor_qparams.get(k) for k in self._tensor_names())
+        key = (prof, fuse)
+        hit = cache.get(key)
+        if hit is None or hit[0] != stamp:
+            steps = compile_model(self.nodes, self.tensor_qparams, self.outputs,
+                                  prof, fuse=fuse)  # fmt: skip
+            hit = cache[key] = (stamp, steps)
+        return hit[1]
+
+    def _tensor_names(self):
+        return self.inputs + tuple(n.name for n in self.nodes)
 
     def run(self, x, *, profile="exact", batch_size=None):
         """Float outputs: static -> integer engine then dequantize; dynamic ->

@@ -1,9 +1,10 @@
 """Static full-integer quantization: calibrate, choose qparams, quantize weights.
 
 Every tensor gets per-tensor qparams: graph input and the outputs of Conv2D,
-DepthwiseConv2D, Dense, Add, AvgPool, GlobalAvgPool and Concat from their
-observers; MaxPool, Pad, Flatten, Reshape, ReLU and ReLU6 reuse their input's
-qparams (their codes are a selection or clamp of the input codes); Softmax and
+DepthwiseConv2D, Dense, Add, GlobalAvgPool and Concat from their observers;
+MaxPool, AvgPool, Pad, Flatten, Reshape, ReLU and ReLU6 reuse their input's
+qparams (their codes are a selection, clamp or window mean of the input codes;
+TFLite's AVERAGE_POOL_2D requires equal input and output qparams); Softmax and
 Sigmoid output on ``(1/2**b, -2**(b-1))`` and Tanh on ``(1/2**(b-1), 0)``
 (int8: TFLite's fixed grids).  Spec: specs/ptq.md, section 4.
 """

@@ -1,0 +1,331 @@
+"""A quantized model compiled once per profile: the integer engine, fast.
+
+Each node of a static :class:`~refquant.ptq.qmodel.QuantizedModel` becomes a
+step whose constants are computed once per (model, profile): weights prepared
+for the exact GEMM (:func:`refquant.kernels.gemm.prepare_weights`), centred
+depthwise taps, the int32 bias as float64, the real multipliers
+``M[c] = s_in * s_w[c] / s_out`` in the profile's formation, fixed-point
+``(multiplier, shift)`` pairs, and the fused clamp bounds.  Argument checks
+run at compile time, not per call.  Every step computes exactly the codes of
+:func:`refquant.ptq.engine.run_node` (one kernel call per node), which
+``tests/test_qmodel.py`` checks bit for bit under every profile:
+
+* accumulators are exact integers held in float32 / float64 (every partial
+  sum stays below ``2**24`` / ``2**53``, bounded at compile time);
+* the int32 overflow policy runs only when that bound exceeds int32;
+* requantization per method (specs/kernels_pointwise.md section 1):
+  ``exact`` rounds ``r = f64(acc) * M64`` and sends the elements within
+  ``2**-40`` of a decision point (a tie, or an integer for floor / ceil) to
+  the kernels' exact rational rounding; ``float32`` / ``float64`` evaluate
+  the profile's float formula; ``tflite_double`` is gemmlowp's
+  ``RDBPOT(SRDHM(acc, m), r)`` with the ties-up SRDHM written as
+  ``(acc * m + 2**30) >> 31``; any other method calls
+  :func:`refquant.kernels.requantize.requantize_accumulator`;
+* ops without weights call their kernel directly.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from refquant.kernels import _arith
+from refquant.kernels.activations import activation_range
+from refquant.kernels.conv import (
+    _centred_padded,
+    _exact_tap_dtype,
+    _geometry,
+    _im2col,
+    _tap,
+)
+from refquant.kernels.gemm import exact_affine_gemm, prepare_weights
+from refquant.kernels.requantize import (
+    _multiplier64,
+    check_accumulator,
+    requantize_accumulator,
+)
+from refquant.numerics import fixedpoint
+from refquant.ptq.engine import (
+    _ENGINE,
+    check_profile_support,
+    clamp_bits,
+    fusable_max_pools,
+    max_window,
+)
+from refquant.ptq.qtensors import to_matrix
+
+__all__ = ["compile_model", "Requantizer"]
+
+INT32_MAX = 2**31 - 1
+_TIE_MARGIN = 2.0**-40  # > |f64(acc) * M64 - acc * M| for every |acc * M| < 2**10
+_HALF_RULES = ("half_even", "half_away", "half_up")
+
+
+# ---------------------------------------------------------------- requantize
+class Requantizer:
+    """``acc -> clamp(round_profile(acc * M[c]) + zp)`` with constants prepared.
+
+    Equal, code for code, to ``clamp_bits(requantize_accumulator(acc, s_in,
+    s_w, s_out, zp, np.int8, prof, activation=activation), y)`` for int64
+    accumulators in the int32 range; ``acc`` may be given as float32 / float64
+    arrays holding those integers exactly (channels last).
+    """
+
+    def __init__(self, s_in, s_w, s_out, zp, activation, prof, qmin, qmax):
+        self.prof = prof
+        self.args = (s_in, s_w, s_out, zp, activation)
+        self.method = prof.requantize_method
+        self.rule = prof.requantize_rounding
+        s_in64 = np.asarray(s_in, np.float64)
+        s_w64 = np.asarray(s_w, np.float64)
+        s_out64 = np.asarray(s_out, np.float64)
+        lo, hi = activation_range(activation, s_out, zp, np.int8, prof)
+        self.lo = np.clip(lo, qmin, qmax).astype(np.float64)
+        self.hi = np.clip(hi, qmin, qmax).astype(np.float64)
+        self.zp = float(zp)
+        self.s_w = s_w64
+        if self.method == "exact":
+            self.m = s_in64 * s_w64 / s_out64
+        elif self.method in ("float32", "float64"):
+            m64 = _multiplier64(s_in64, s_w64, s_out64, prof.multiplier_formation)
+            self.m = m64.astype(np.float32) if self.method == "float32" else m64
+        elif self.method == "tflite_double":
+            m64 = _multiplier64(s_in64, s_w64, s_out64, prof.multiplier_formation)
+            mult, shift = fixedpoint.quantize_multiplier(np.asarray(m64))
+            mult, shift = np.asarray(mult), np.asarray(shift)
+            if np.all(shift <= 0) and np.all(shift > -31) and np.all(mult > 0):
+                self.mult, self.right = mult.astype(np.int64), -shift.astype(np.int64)
+                self.half = (np.int64(1) << self.right) >> 1
+            else:  # left shifts or flushed multipliers: the kernel's own path
+                self.method = "kernel"
+        else:
+            self.method = "kernel"
+
+    def __call__(self, acc) -> np.ndarray:
+        fn = getattr(self, f"_{self.method}")
+        return self._finish(fn(acc))
+
+    def _finish(self, y):
+        """Clamp float values holding integers (or near) and cast to int8."""
+        np.clip(y, self.lo, self.hi, out=y)
+        return y.astype(np.int8)
+
+    # -- methods: each returns round_profile(acc * M) + zp as a float array
+    def _exact(self, acc):
+        r = np.multiply(acc, self.m, dtype=np.float64)  # |r - acc * M| < 2**-40
+        q = np.rint(r) if self.rule in _HALF_RULES else None
+        if q is None:
+            q = np.floor(r) if self.rule == "floor" else np.ceil(r)
+            d = np.abs(r - np.rint(r))  # integers decide floor and ceil
+            near = d <= _TIE_MARGIN
+        else:
+            np.subtract(r, q, out=r)
+            np.abs(r, out=r)
+            near = r >= 0.5 - _TIE_MARGIN  # ties decide the half rules
+        if near.any():
+            self._exact_subset(acc, q, np.flatnonzero(near))
+        q += self.zp
+        return q
+
+    def _exact_subset(self, acc, q, idx):
+        """Correctly rounded values of the near-tie elements (kernel arithmetic)."""
+        channels = acc.shape[-1] if acc.ndim else 1
+        a = acc.reshape(-1)[idx].astype(np.int64)
+        s_w = self.s_w if self.s_w.ndim == 0 else self.s_w.reshape(-1)[idx % channels]
+        s_in, _, s_out, _, _ = self.args
+        r = _arith.exact_round_ratio([[a, np.float64(s_in), s_w]],
+                                     [np.float64(s_out)], self.rule)  # fmt: skip
+        q.reshape(-1)[idx] = np.clip(r, -(2.0**40), 2.0**40)
+
+    def _float32(self, acc):
+        v = acc.astype(np.float32)  # f32(acc), ties to even, as from int32
+        np.multiply(v, self.m, out=v)  # one float32 rounding
+        if self.prof.requantize_zero_point == "before_rounding":
+            v = v.astype(np.float64) + self.zp
+            return self._round(v)
+        v = self._round(v)
+        v += np.float32(self.zp)  # beyond 2**24 the clamp saturates anyway
+        return v
+
+    def _float64(self, acc):
+        v = np.multiply(acc, self.m, dtype=np.float64)
+        if self.prof.requantize_zero_point == "before_rounding":
+            v += self.zp
+            return self._round(v)
+        v = self._round(v)
+        v += self.zp
+        return v
+
+    def _round(self, v):
+        if self.rule == "half_even":
+            return np.rint(v, out=v)
+        return _arith.round_float(v, self.rule)
+
+    def _tflite_double(self, acc):
+        x = acc.astype(np.int64)
+        x *= self.mult  # |x * m| < 2**62
+        x += np.int64(1 << 30)
+        x >>= 31  # SRDHM: round(x * m / 2**31), ties toward +inf
+        neg = x < 0
+        x += self.half
+        x -= neg  # RDBPOT: ties away from zero
+        x >>= self.right
+        y = x.astype(np.float64)
+        y += self.zp
+        return y
+
+    def _kernel(self, acc):
+        s_in, s_w, s_out, zp, activation = self.args
+        q = requantize_accumulator(acc.astype(np.int64), s_in, s_w, s_out, zp,
+                                   np.int8, self.prof, channel_axis=-1,
+                                   activation=activation)  # fmt: skip
+        return q.astype(np.float64)
+
+
+# ---------------------------------------------------------------- weighted
+class _Weighted:
+    """Conv2D, DepthwiseConv2D or Dense (optionally followed by a fused max
+    pool): exact accumulators in float, bias, overflow policy, requantize."""
+
+    def __init__(self, node, qp, prof, pool=None):
+        a, y, w = qp[node.inputs[0]], qp[node.name], node.weight
+        self.node, self.pool, self.prof = node, pool, prof
+        self.zx = a.zero_point
+        op_prof = prof.for_op("fully_connected") if node.op == "Dense" else prof
+        self.requant = Requantizer(a.scale, w.scale, y.scale, y.zero_point,
+                                   node.attrs["activation"], op_prof, y.qmin,
+                                   y.qmax)  # fmt: skip
+        codes = w.codes.astype(np.int64)
+        zw = np.asarray(w.zero_point, np.int64)
+        self.bias = None if node.bias is None else node.bias.astype(np.float64)
+        if node.op == "DepthwiseConv2D":
+            self._init_depthwise(codes, zw)
+        elif node.op == "Conv2D":
+            self._init_conv(w, zw)
+        else:
+            self.w = prepare_weights(w.codes.T, zw)  # (K, C_out)
+        mat = to_matrix(node.op, codes)  # (C_out, K): K terms per accumulator
+        dev_w = int(np.max(np.abs(mat - (zw[:, None] if zw.ndim else zw))))
+        dev_x = max(127 - self.zx, self.zx + 128)
+        k = mat.shape[1]
+        bmax = 0 if node.bias is None else int(np.max(np.abs(node.bias), initial=0))
+        bound = k * dev_x * dev_w + bmax  # >= |acc| for every input
+        self.needs_check = bound > INT32_MAX
+        self.what = f"{node.op} accumulator"
+
+    def _init_conv(self, w, zw):
+        at = self.node.attrs
+        c_out, kh, kw, cg = w.codes.shape
+        g = at["groups"]
+        w_mat = w.codes.reshape(g, c_out // g, kh * kw * cg).transpose(0, 2, 1)
+        zw_g = zw.reshape(g, c_out // g) if zw.ndim else zw
+        self.w = prepare_weights(w_mat, zw_g)  # (G, K, C_out/G)
+        self.kernel = (kh, kw)
+        self.pointwise = ((kh, kw) == (1, 1) and g == 1
+                          and tuple(at["strides"]) == (1, 1))  # fmt: skip
+
+    def _init_depthwise(self, codes, zw):
+        _, kh, kw, c = codes.shape
+        dm = self.node.attrs["depth_multiplier"]
+        self.kernel = (kh, kw)
+        self.tap_dtype = _exact_tap_dtype(kh * kw, np.int8, self.zx, np.int8, zw)
+        ws = (codes[0] - zw).astype(self.tap_dtype).reshape(kh, kw, c // dm, dm)
+        self.taps = ws[..., 0] if dm == 1 else ws
+
+    # -- accumulators (exact integers in a float or int64 array)
+    def _geom(self, x):
+        at = self.node.attrs
+        return _geometry(x.shape, self.kernel, at["strides"], at["dilations"],
+                         at["padding"])  # fmt: skip
+
+    def _conv_acc(self, x):
+        geom = self._geom(x)
+        n, g = x.shape[0], self.node.attrs["groups"]
+        if self.pointwise and geom.pads == ((0, 0), (0, 0)):
+            patches = x.reshape(1, -1, x.shape[3])
+        else:
+            patches = _im2col(x, self.zx, geom, g)  # (G, M, K)
+        acc = exact_affine_gemm(patches, self.zx, self.w, None, result="float")
+        if g > 1:
+            acc = acc.transpose(1, 0, 2)
+        return acc.reshape(n, geom.out_h, geom.out_w, -1)
+
+    def _depthwise_acc(self, x):
+        geom = self._geom(x)
+        xs = _centred_padded(x, self.zx, geom, self.tap_dtype)
+        ws = self.taps
+        kh, kw = self.kernel
+        dm = 1 if ws.ndim == 3 else ws.shape[-1]
+        acc = tmp = None
+        for i in range(kh):  # loop over the kernel taps only
+            for j in range(kw):
+                tap = _tap(xs, geom, i, j)
+                tap = tap if dm == 1 else tap[..., None]
+                if acc is None:
+                    acc = np.multiply(tap, ws[i, j])
+                    tmp = np.empty_like(acc)
+                else:
+                    np.multiply(tap, ws[i, j], out=tmp)
+                    acc += tmp  # every partial sum exact in the tap dtype
+        return acc.reshape(x.shape[0], geom.out_h, geom.out_w, -1)
+
+    def __call__(self, codes):
+        x = codes[0]
+        op = self.node.op
+        if op == "Conv2D":
+            acc = self._conv_acc(x)
+        elif op == "DepthwiseConv2D":
+            acc = self._depthwise_acc(x)
+        else:
+            x2 = x.reshape(-1, x.shape[-1])
+            acc = exact_affine_gemm(x2, self.zx, self.w, None, result="float")
+            acc = acc.reshape(x.shape[:-1] + (-1,))
+        if acc.dtype != np.float64:
+            acc = acc.astype(np.float64)  # exact: |acc| <= bound < 2**53
+        if self.bias is not None:
+            acc += self.bias
+        if self.needs_check:
+            acc = check_accumulator(acc.astype(np.int64), self.prof, bits=32,
+                                    what=self.what).astype(np.float64)  # fmt: skip
+        if self.pool is not None:
+            acc = max_window(acc, self.pool.attrs)
+        return self.requant(acc)
+
+
+# ---------------------------------------------------------------- others
+class _Kernel:
+    """An op without weights: its kernel through the engine's node function."""
+
+    def __init__(self, node, qp, prof):
+        self.node, self.prof = node, prof
+        self.a = [qp[i] for i in node.inputs]
+        self.y = qp[node.name]
+        self.fn = _ENGINE.get(node.op)
+        if self.fn is None:
+            raise NotImplementedError(
+                f"node {node.name!r}: op {node.op} has no integer implementation"
+            )
+
+    def __call__(self, codes):
+        return clamp_bits(self.fn(self.node, codes, self.a, self.y, self.prof), self.y)
+
+
+def compile_model(nodes, qp, outputs, prof, *, fuse=True):
+    """Steps ``[(node, step, pooled)]`` for :meth:`QuantizedModel.run_codes`.
+
+    ``step(list of input codes) -> int8 codes``; ``pooled`` names the MaxPool
+    node whose output the step produces when a max pool is fused into its
+    convolution (that pool node has no step of its own), else None.
+    """
+    fused = fusable_max_pools(nodes, set(outputs)) if fuse else {}
+    skip = {p.name for p in fused.values()}
+    steps = []
+    for n in nodes:
+        if n.name in skip:
+            continue
+        check_profile_support(n, qp, prof)
+        pool = fused.get(n.name)
+        if n.op in ("Conv2D", "DepthwiseConv2D", "Dense"):
+            steps.append((n, _Weighted(n, qp, prof, pool), pool))
+        else:
+            steps.append((n, _Kernel(n, qp, prof), None))
+    return steps
