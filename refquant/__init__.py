@@ -41,6 +41,7 @@ _EXPORTS = {
     "load_safetensors": "refquant.io.safetensors",
     "load_onnx": "refquant.io.onnx_import",
     "export_corpus": "refquant.conformance", "verify_corpus": "refquant.conformance",
+    "MixedQuantizer": "refquant.mixed", "MixedModel": "refquant.mixed",
 }
 
 _SUBMODULES = {
