@@ -61,7 +61,7 @@ def add_arguments(parser) -> None:
     add_report_arguments(parser, tuple(PROFILES))
 
 
-def add_report_arguments(parser, profiles) -> None:
+def add_report_arguments(parser, profiles, layer_sqnr_default: str = "all") -> None:
     """--profile, --layer-sqnr, --out, --quiet: shared with demo."""
     parser.add_argument(
         "--profile",
@@ -74,8 +74,9 @@ def add_report_arguments(parser, profiles) -> None:
         "--layer-sqnr",
         metavar="N|all|none",
         default="all",
-        help="per-layer SQNR over the first N inputs, all of them (default) or "
-        "none (capturing every layer is slower than the plain run)",
+        help="per-layer SQNR over the first N inputs, all of them or none; "
+        f"default: {layer_sqnr_default}.  Capturing every layer is slower than "
+        "the plain run",
     )
     parser.add_argument(
         "--out",
@@ -152,7 +153,7 @@ def load_class_names(path) -> list:
     return [n for n in names if n]
 
 
-def check_classes(report_classes: int, class_names, labels, path) -> None:
+def check_classes(report_classes: int, class_names, path) -> None:
     if class_names is not None and len(class_names) != report_classes:
         raise bad(
             "--class-names",
@@ -204,7 +205,7 @@ def run(args) -> int:
     names = None if args.class_names is None else load_class_names(args.class_names)
     out = out_folder(args.out)
     n_out = int(np.asarray(graph.run(x[:1])).shape[-1])
-    check_classes(n_out, names, y, args.class_names)
+    check_classes(n_out, names, args.class_names)
     if y is not None and y.size and int(y.max()) >= n_out:
         raise bad(
             "--labels" if args.labels else "--data",
