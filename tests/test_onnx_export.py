@@ -312,16 +312,22 @@ def mnist_case():
     return graph, qm, x[cal], x[ev], labels[ev]
 
 
-def mobilenet_case():
-    """MobileNetV2 calibrated on the 23 photos; the 20 labeled images."""
+def mobilenet_data():
+    """MobileNetV2 FP32 graph, the 23 calibration photos, the 20 labeled images."""
     from refquant import datasets
     from refquant.graph.models import mobilenet_v2
-    from refquant.ptq import quantize_model
 
     images, labels = datasets.foolbox_imagenet(download=False)
     x = datasets.imagenet_preprocess(images)
     cal = datasets.imagenet_preprocess(datasets.calibration_photos(download=False))
-    graph = mobilenet_v2(_state_dict("mobilenet_v2"))
+    return mobilenet_v2(_state_dict("mobilenet_v2")), cal, x, labels
+
+
+def mobilenet_case():
+    """MobileNetV2 calibrated on the 23 photos; the 20 labeled images."""
+    from refquant.ptq import quantize_model
+
+    graph, cal, x, labels = mobilenet_data()
     qm = quantize_model(graph, cal, mode="static", batch_size=8)
     return graph, qm, cal, x, labels
 
