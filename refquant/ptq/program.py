@@ -65,9 +65,19 @@ class Requantizer:
     """``acc -> clamp(round_profile(acc * M[c]) + zp)`` with constants prepared.
 
     Equal, code for code, to ``clamp_bits(requantize_accumulator(acc, s_in,
-    s_w, s_out, zp, np.int8, prof, activation=activation), y)`` for int64
-    accumulators in the int32 range; ``acc`` may be given as float32 / float64
-    arrays holding those integers exactly (channels last).
+    s_w, s_out, zp, np.int8, prof, activation=activation), y)`` for
+    accumulators in the int32 range, given as float32 / float64 arrays that
+    hold those integers exactly (channels last).
+
+    ``float32`` methods evaluate the profile's formula directly.  ``exact``,
+    ``float64`` and ``tflite_double`` first round the float32 estimate
+    ``v = f32(acc) * f32(M_eff)`` (relative error below ``3 * 2**-24``, so
+    ``|v - acc * M_eff| < 2**-11`` wherever ``|v| < 2**10``; beyond that every
+    rule saturates the int8 output); an element whose ``v`` lies within
+    ``band`` of a decision point (``k + 1/2`` for the half rules, ``k`` for
+    floor and ceil) is recomputed with the method's own arithmetic.  For
+    ``tflite_double`` the band adds ``2**-(r + 1)``, the most the first
+    (SRDHM) rounding moves the value before the final right shift by ``r``.
     """
 
     def __init__(self, s_in, s_w, s_out, zp, activation, prof, qmin, qmax):
@@ -75,110 +85,118 @@ class Requantizer:
         self.args = (s_in, s_w, s_out, zp, activation)
         self.method = prof.requantize_method
         self.rule = prof.requantize_rounding
-        s_in64 = np.asarray(s_in, np.float64)
-        s_w64 = np.asarray(s_w, np.float64)
-        s_out64 = np.asarray(s_out, np.float64)
+        self.s_in = np.float64(s_in)
+        self.s_out = np.float64(s_out)
+        self.s_w = np.asarray(s_w, np.float64)
         lo, hi = activation_range(activation, s_out, zp, np.int8, prof)
-        self.lo = np.clip(lo, qmin, qmax).astype(np.float64)
-        self.hi = np.clip(hi, qmin, qmax).astype(np.float64)
-        self.zp = float(zp)
-        self.s_w = s_w64
+        self.lo = np.clip(lo, qmin, qmax).astype(np.float32)
+        self.hi = np.clip(hi, qmin, qmax).astype(np.float32)
+        self.zp = np.float32(zp)
+        m64 = _multiplier64(np.asarray(self.s_in), self.s_w, np.asarray(self.s_out),
+                            prof.multiplier_formation)  # fmt: skip
+        self.band = 2.0**-11
         if self.method == "exact":
-            self.m = s_in64 * s_w64 / s_out64
+            self.m_eff = self.s_in * self.s_w / self.s_out
         elif self.method in ("float32", "float64"):
-            m64 = _multiplier64(s_in64, s_w64, s_out64, prof.multiplier_formation)
-            self.m = m64.astype(np.float32) if self.method == "float32" else m64
+            self.m64 = m64
+            self.m_eff = m64
         elif self.method == "tflite_double":
-            m64 = _multiplier64(s_in64, s_w64, s_out64, prof.multiplier_formation)
-            mult, shift = fixedpoint.quantize_multiplier(np.asarray(m64))
-            mult, shift = np.asarray(mult), np.asarray(shift)
-            if np.all(shift <= 0) and np.all(shift > -31) and np.all(mult > 0):
-                self.mult, self.right = mult.astype(np.int64), -shift.astype(np.int64)
-                self.half = (np.int64(1) << self.right) >> 1
-            else:  # left shifts or flushed multipliers: the kernel's own path
-                self.method = "kernel"
+            self._init_fixed_point(m64)
         else:
             self.method = "kernel"
+        if self.method == "float64" and self.rule not in _HALF_RULES:
+            self.method = "kernel"
+        if self.method != "kernel":
+            self.m32 = np.asarray(self.m_eff, np.float64).astype(np.float32)
+
+    def _init_fixed_point(self, m64):
+        mult, shift = fixedpoint.quantize_multiplier(np.asarray(m64))
+        mult, shift = np.asarray(mult, np.int64), np.asarray(shift, np.int64)
+        if not (np.all(shift <= -1) and np.all(shift > -31) and np.all(mult > 0)):
+            self.method = "kernel"  # left shifts, flushed multipliers: rare
+            return
+        self.mult, self.right = mult, -shift
+        self.half = (np.int64(1) << self.right) >> 1
+        self.m_eff = mult * np.ldexp(1.0, shift - 31)  # exact: the quantized M
+        self.band = 2.0**-11 + 2.0 ** -(int(np.min(self.right)) + 1)
+        if self.band > 2.0**-4:
+            self.method = "kernel"  # most elements would be near a decision
+        self.rule = "half_away"
 
     def __call__(self, acc) -> np.ndarray:
-        fn = getattr(self, f"_{self.method}")
-        return self._finish(fn(acc))
-
-    def _finish(self, y):
-        """Clamp float values holding integers (or near) and cast to int8."""
+        if self.method == "float32":
+            y = self._float32(acc)
+        elif self.method == "kernel":
+            y = self._kernel(acc)
+        else:
+            y = self._estimate(acc)
         np.clip(y, self.lo, self.hi, out=y)
         return y.astype(np.int8)
 
-    # -- methods: each returns round_profile(acc * M) + zp as a float array
-    def _exact(self, acc):
-        r = np.multiply(acc, self.m, dtype=np.float64)  # |r - acc * M| < 2**-40
-        q = np.rint(r) if self.rule in _HALF_RULES else None
-        if q is None:
-            q = np.floor(r) if self.rule == "floor" else np.ceil(r)
-            d = np.abs(r - np.rint(r))  # integers decide floor and ceil
-            near = d <= _TIE_MARGIN
+    # -- each returns round_profile(acc * M) + zp in a float array
+    def _estimate(self, acc):
+        acc32 = acc if acc.dtype == np.float32 else acc.astype(np.float32)
+        v = np.multiply(acc32, self.m32)  # within 2**-11 of acc * M_eff
+        if self.rule in _HALF_RULES:
+            q = np.rint(v)
+            np.subtract(v, q, out=v)
+            np.abs(v, out=v)
+            near = v >= 0.5 - self.band
         else:
-            np.subtract(r, q, out=r)
-            np.abs(r, out=r)
-            near = r >= 0.5 - _TIE_MARGIN  # ties decide the half rules
+            q = np.floor(v) if self.rule == "floor" else np.ceil(v)
+            near = np.abs(v - np.rint(v)) <= self.band
         if near.any():
-            self._exact_subset(acc, q, np.flatnonzero(near))
+            idx = np.flatnonzero(near)
+            channels = acc.shape[-1] if acc.ndim else 1
+            a = acc.reshape(-1)[idx].astype(np.int64)
+            q.reshape(-1)[idx] = getattr(self, f"_fix_{self.method}")(a, idx % channels)
         q += self.zp
         return q
 
-    def _exact_subset(self, acc, q, idx):
-        """Correctly rounded values of the near-tie elements (kernel arithmetic)."""
-        channels = acc.shape[-1] if acc.ndim else 1
-        a = acc.reshape(-1)[idx].astype(np.int64)
-        s_w = self.s_w if self.s_w.ndim == 0 else self.s_w.reshape(-1)[idx % channels]
-        s_in, _, s_out, _, _ = self.args
-        r = _arith.exact_round_ratio([[a, np.float64(s_in), s_w]],
-                                     [np.float64(s_out)], self.rule)  # fmt: skip
-        q.reshape(-1)[idx] = np.clip(r, -(2.0**40), 2.0**40)
+    def _per_channel(self, values, ch):
+        return values if values.ndim == 0 else values.reshape(-1)[ch]
 
-    def _float32(self, acc):
-        v = acc.astype(np.float32)  # f32(acc), ties to even, as from int32
-        np.multiply(v, self.m, out=v)  # one float32 rounding
+    def _fix_exact(self, a, ch):
+        """The kernel's correctly rounded ``a * s_in * s_w / s_out``."""
+        s_w = self._per_channel(self.s_w, ch)
+        r = _arith.exact_round_ratio([[a, self.s_in, s_w]], [self.s_out], self.rule)
+        return np.clip(r, -(2.0**40), 2.0**40)
+
+    def _fix_float64(self, a, ch):
+        """``round(f64(a) * M64)`` (zero point before rounding if the profile
+        says so, then taken off again)."""
+        v = a.astype(np.float64) * self._per_channel(self.m64, ch)
         if self.prof.requantize_zero_point == "before_rounding":
-            v = v.astype(np.float64) + self.zp
-            return self._round(v)
-        v = self._round(v)
-        v += np.float32(self.zp)  # beyond 2**24 the clamp saturates anyway
-        return v
-
-    def _float64(self, acc):
-        v = np.multiply(acc, self.m, dtype=np.float64)
-        if self.prof.requantize_zero_point == "before_rounding":
-            v += self.zp
-            return self._round(v)
-        v = self._round(v)
-        v += self.zp
-        return v
-
-    def _round(self, v):
-        if self.rule == "half_even":
-            return np.rint(v, out=v)
+            return _arith.round_float(v + np.float64(self.zp), self.rule) - self.zp
         return _arith.round_float(v, self.rule)
 
-    def _tflite_double(self, acc):
-        x = acc.astype(np.int64)
-        x *= self.mult  # |x * m| < 2**62
-        x += np.int64(1 << 30)
-        x >>= 31  # SRDHM: round(x * m / 2**31), ties toward +inf
-        neg = x < 0
-        x += self.half
-        x -= neg  # RDBPOT: ties away from zero
-        x >>= self.right
-        y = x.astype(np.float64)
-        y += self.zp
-        return y
+    def _fix_tflite_double(self, a, ch):
+        """gemmlowp ``RDBPOT(SRDHM(a, m), r)`` in int64."""
+        x = a * self._per_channel(self.mult, ch)  # |a * m| < 2**62
+        x = (x + (1 << 30)) >> 31  # SRDHM, ties toward +inf (floor form)
+        right = self._per_channel(self.right, ch)
+        x = (x + self._per_channel(self.half, ch) - (x < 0)) >> right  # ties away
+        return x.astype(np.float64)
+
+    def _float32(self, acc):
+        v = acc if acc.dtype == np.float32 else acc.astype(np.float32)  # f32(acc)
+        np.multiply(v, self.m32, out=v)  # one float32 rounding
+        if self.prof.requantize_zero_point == "before_rounding":
+            v = v.astype(np.float64) + np.float64(self.zp)
+            return _arith.round_float(v, self.rule)
+        if self.rule == "half_even":
+            np.rint(v, out=v)
+        else:
+            v = _arith.round_float(v, self.rule)
+        v += self.zp  # beyond 2**24 the clamp saturates either way
+        return v
 
     def _kernel(self, acc):
         s_in, s_w, s_out, zp, activation = self.args
         q = requantize_accumulator(acc.astype(np.int64), s_in, s_w, s_out, zp,
                                    np.int8, self.prof, channel_axis=-1,
                                    activation=activation)  # fmt: skip
-        return q.astype(np.float64)
+        return q.astype(np.float32)
 
 
 # ---------------------------------------------------------------- weighted
@@ -208,6 +226,10 @@ class _Weighted:
         dev_x = max(127 - self.zx, self.zx + 128)
         k = mat.shape[1]
         bmax = 0 if node.bias is None else int(np.max(np.abs(node.bias), initial=0))
+        self.bias_max = float(bmax)
+        b32 = None if node.bias is None else node.bias.astype(np.float32)
+        exact32 = b32 is not None and np.array_equal(b32.astype(np.int64), node.bias)
+        self.bias32 = b32 if exact32 else None
         bound = k * dev_x * dev_w + bmax  # >= |acc| for every input
         self.needs_check = bound > INT32_MAX
         self.what = f"{node.op} accumulator"
@@ -268,6 +290,30 @@ class _Weighted:
                     acc += tmp  # every partial sum exact in the tap dtype
         return acc.reshape(x.shape[0], geom.out_h, geom.out_w, -1)
 
+    def _add_bias(self, acc):
+        """``acc + bias``, exact, in float32 when that is exact, else float64.
+
+        float32 is exact when ``max|acc| + max|bias| <= 2**24``; for the
+        ``float32`` requantization it is enough that acc and bias are float32
+        values: the float32 sum is then ``f32(acc + bias)``, which is what that
+        method rounds anyway.
+        """
+        if self.bias is None and acc.dtype == np.float32:
+            return acc
+        if acc.dtype == np.float32 and self.bias32 is not None:
+            if self.requant.method == "float32" and not self.needs_check:
+                acc += self.bias32
+                return acc
+            big = max(float(acc.max(initial=0)), -float(acc.min(initial=0)))
+            if big + self.bias_max <= 2.0**24:
+                acc += self.bias32
+                return acc
+        if acc.dtype != np.float64:
+            acc = acc.astype(np.float64)  # exact: |acc| <= bound < 2**53
+        if self.bias is not None:
+            acc += self.bias
+        return acc
+
     def __call__(self, codes):
         x = codes[0]
         op = self.node.op
@@ -279,10 +325,7 @@ class _Weighted:
             x2 = x.reshape(-1, x.shape[-1])
             acc = exact_affine_gemm(x2, self.zx, self.w, None, result="float")
             acc = acc.reshape(x.shape[:-1] + (-1,))
-        if acc.dtype != np.float64:
-            acc = acc.astype(np.float64)  # exact: |acc| <= bound < 2**53
-        if self.bias is not None:
-            acc += self.bias
+        acc = self._add_bias(acc)
         if self.needs_check:
             acc = check_accumulator(acc.astype(np.int64), self.prof, bits=32,
                                     what=self.what).astype(np.float64)  # fmt: skip
