@@ -55,6 +55,12 @@ AVERAGE_POOL_METHODS = ("exact", "tflite_raw_q_half_away", "float32")
 MEAN_METHODS = ("exact", "tflite_reference", "float32")
 SOFTMAX_METHODS = ("exact", "tflite_fixed_point", "float32")
 LUT_METHODS = ("exact", "tflite_float_lut", "float32_lut")
+#: How concatenation re-expresses an input whose qparams differ from the
+#: output's: requantize (the accumulator requantization with M = s_i / s_y);
+#: tflite_with_scaling (LiteRT: int8 refused, uint8 float32 ``q c + b`` ties
+#: away); onnxruntime_dequantize (ORT QLinearConcat table: ``RNE(f32(f32(s_i
+#: (q - z_i)) / s_y)) + z_y``).
+CONCAT_METHODS = ("requantize", "tflite_with_scaling", "onnxruntime_dequantize")
 DYNAMIC_QUANTIZE_METHODS = ("exact", "onnxruntime", "onnx_reference")
 OVERFLOW_POLICIES = ("error", "wrap")
 #: What quantize does with NaN: raise, or give qmin (ORT x86, onnx.reference).
@@ -82,6 +88,7 @@ _CHOICES = {
     "softmax_method": SOFTMAX_METHODS,
     "logistic_method": LUT_METHODS,
     "tanh_method": LUT_METHODS,
+    "concat_method": CONCAT_METHODS,
     "dynamic_quantize_method": DYNAMIC_QUANTIZE_METHODS,
     "overflow": OVERFLOW_POLICIES,
     "nan_policy": NAN_POLICIES,
@@ -125,6 +132,9 @@ class Profile:
         Division rule of average pooling and mean.
     softmax_method, logistic_method, tanh_method : str
         Evaluation of the nonlinear activations.
+    concat_method : str
+        Rescaling of concatenation inputs whose qparams differ from the
+        output's, one of :data:`CONCAT_METHODS`.
     dynamic_quantize_method : str
         Parameter rules of DynamicQuantizeLinear (they differ on all-zero input).
     overflow : str
@@ -153,6 +163,7 @@ class Profile:
     softmax_method: str = "exact"
     logistic_method: str = "exact"
     tanh_method: str = "exact"
+    concat_method: str = "requantize"
     dynamic_quantize_method: str = "exact"
     overflow: str = "error"
     nan_policy: str = "error"
@@ -232,6 +243,7 @@ TFLITE_REFERENCE = Profile(
     softmax_method="tflite_fixed_point",
     logistic_method="tflite_float_lut",
     tanh_method="tflite_float_lut",
+    concat_method="tflite_with_scaling",
     dynamic_quantize_method="exact",
     overflow="error",
 )
@@ -255,6 +267,7 @@ ONNXRUNTIME = Profile(
     softmax_method="float32",
     logistic_method="float32_lut",
     tanh_method="float32_lut",
+    concat_method="onnxruntime_dequantize",
     dynamic_quantize_method="onnxruntime",
     overflow="wrap",
     nan_policy="qmin",

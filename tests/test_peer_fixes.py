@@ -139,3 +139,48 @@ def test_float32_lut_logistic_is_warning_free_at_exp_overflow():
         warnings.simplefilter("error")
         got = logistic(np.int8([-128, 127]), 1.0, 0, profile="onnxruntime")
     assert got.tolist() == [-128, 127]
+
+
+# ----------------------------------------------------------------------------------
+# ORT QLinearConcat: dequantize in float32, divide by the output scale, RNE
+
+
+def test_onnxruntime_concat_divides_the_float32_dequantized_value():
+    from refquant.kernels.layout import concatenation
+
+    f32 = np.float32
+    s = float(f32(1.3770785331726074))
+    # f32(117 * s) = 161.1182 (161.11819458...), f32(2 s) = 2.754157, and
+    # 161.1182 / 2.754157 = 58.5000022... -> f32 58.500004 -> 59.  The
+    # rational 117 s / (2 s) is 58.5 exactly, which ties to even (58).
+    got = concatenation(
+        [np.uint8([117, 116, 0]), np.uint8([9])], [s, 2 * s], [0, 0], 2 * s, 0,
+        axis=0, out_dtype=np.uint8, profile="onnxruntime",
+    )  # fmt: skip
+    assert got.tolist() == [59, 58, 0, 9]  # 116 -> 58 exactly; 9 is copied
+    exact = concatenation(
+        [np.uint8([117])], [s], [0], 2 * s, 0, axis=0, out_dtype=np.uint8
+    )
+    assert exact.tolist() == [58]
+
+
+def test_onnxruntime_concat_power_of_two_ties_go_to_even():
+    from refquant.kernels.layout import concatenation
+
+    # (q - 7) * 2^-3 / 2^-2 = (q - 7) / 2: q = 8 -> 0.5 -> 0, q = 10 -> 1.5 -> 2,
+    # q = 6 -> -0.5 -> 0, q = 0 -> -3.5 -> -4; plus z_y = 128.
+    got = concatenation(
+        [np.uint8([8, 10, 6, 0])], [0.125], [7], 0.25, 128, axis=0,
+        out_dtype=np.uint8, profile="onnxruntime",
+    )  # fmt: skip
+    assert got.tolist() == [128, 130, 128, 124]
+
+
+def test_concat_method_is_validated():
+    import pytest
+
+    from refquant.errors import InvalidArgumentError
+    from refquant.profiles import Profile
+
+    with pytest.raises(InvalidArgumentError, match="concat_method must be one of"):
+        Profile(name="p", description="", concat_method="float")

@@ -49,6 +49,19 @@ def _tflite_scaled(q, s, z, s_y, z_y):
     return _arith.round_float(v, "half_away").astype(np.int64) + z_y
 
 
+def _onnxruntime_scaled(q, s, z, s_y, z_y):
+    """ORT QLinearConcat table: ``RNE(f32(f32(s (q - z)) / s_y)) + z_y``.
+
+    Each input code is dequantized in float32 (one rounding of the product),
+    divided by the float32 output scale (one rounding), then rounded half to
+    even (MLAS QuantizeLinear).
+    """
+    f32 = np.float32
+    real = f32(s) * (q - z).astype(np.float32)
+    v = real / f32(s_y)
+    return _arith.round_float(v, "half_even").astype(np.int64) + z_y
+
+
 def concatenation(
     inputs,
     scales,
@@ -62,10 +75,13 @@ def concatenation(
 ):
     """Concatenate codes with differing qparams along ``axis``.
 
-    Each input is requantized to ``(y_scale, y_zero_point)`` with the profile's
-    accumulator requantization (``acc = x_i - z_i``, ``M = s_i / s_y``);
-    tflite_reference rejects differing int8 qparams like LiteRT does and uses
-    ``ConcatenationWithScaling`` (float32, ties away) for uint8.
+    Inputs whose ``(scale, zero_point)`` equal the output's are copied; the
+    others are rescaled by the profile's ``concat_method``: ``requantize``
+    (accumulator requantization, ``acc = x_i - z_i``, ``M = s_i / s_y``),
+    ``tflite_with_scaling`` (LiteRT rejects differing int8 qparams; uint8
+    ``ConcatenationWithScaling``, float32, ties away) or
+    ``onnxruntime_dequantize`` (``RNE(f32(f32(s_i (x_i - z_i)) / s_y)) + z_y``,
+    ORT's lookup table).
 
     >>> concatenation([np.int8([1, 3]), np.int8([4])], [0.5, 1.0], [0, 0],
     ...               1.0, 0).tolist()
@@ -87,15 +103,20 @@ def concatenation(
     for i, q in enumerate(inputs):  # one step per input tensor, not per element
         codes = int_codes(f"inputs[{i}]", q)
         s, z = float(s_list[i]), int(z_list[i])
-        if (s, z) == (s_y, z_y):
+        same_scale = s == s_y
+        if prof.concat_method == "onnxruntime_dequantize":  # ORT compares floats
+            same_scale = np.float32(s) == np.float32(s_y)
+        if same_scale and z == z_y:
             parts.append(codes)
-        elif prof.name == "tflite_reference":
+        elif prof.concat_method == "tflite_with_scaling":
             if dtype == np.int8:
                 raise InvalidArgumentError(
                     "TFLite CONCATENATION requires equal int8 input and output "
                     f"qparams; got inputs[{i}]=({s}, {z}) and y=({s_y}, {z_y})"
                 )
             parts.append(np.clip(_tflite_scaled(codes, s, z, s_y, z_y), qmin, qmax))
+        elif prof.concat_method == "onnxruntime_dequantize":
+            parts.append(_onnxruntime_scaled(codes, s, z, s_y, z_y))
         else:
             parts.append(
                 requantize_accumulator(codes - z, s, 1.0, s_y, z_y, dtype, prof)

@@ -240,6 +240,40 @@ def test_qlinear_sigmoid_tie():
     assert_same_codes(got, expected, "sigmoid(0) at s_y = f32(0.2)")
 
 
+CONCAT_TABLE_CASES = [
+    # (dtype, s, z, y_s, y_z): every input code against ORT's lookup table
+    (
+        np.uint8,
+        float(f32(1.3770785331726074)),
+        0,
+        2 * float(f32(1.3770785331726074)),
+        0,
+    ),
+    (np.uint8, 0.125, 7, 0.25, 128),  # (q - 7) / 2: every odd distance a tie
+    (np.int8, 2.0**-4, -3, 2.0**-1, 5),  # (q + 3) / 8: ties at odd multiples of 4
+    (np.int8, float(f32(0.1)), -3, float(f32(0.3)), 5),
+    (np.int8, 3.0, 0, float(f32(0.7)), -128),  # saturates both ways
+    (np.uint8, float(f32(0.0173)), 255, float(f32(0.0519)), 3),
+]
+
+
+@pytest.mark.parametrize("dtype, s, z, y_s, y_z", CONCAT_TABLE_CASES)
+def test_qlinear_concat_every_code(dtype, s, z, y_s, y_z):
+    """Deterministic: all codes of one input rescaled, the other copied."""
+    lay = kernel_module("layout")
+    dtype = np.dtype(dtype)
+    i = np.iinfo(dtype)
+    x0 = np.arange(int(i.min), int(i.max) + 1).astype(dtype)
+    x1 = np.array([i.min, 0, i.max], dtype)
+    model = qlinear_concat_model((x0.shape, x1.shape), dtype, 0)
+    (expected,) = run_ort(model, y_s, y_z, x0, s, z, x1, y_s, y_z)
+    got = lay.concatenation(
+        [x0, x1], [s, y_s], [z, y_z], y_s, y_z, axis=0, out_dtype=dtype,
+        profile=PROFILE,
+    )  # fmt: skip
+    assert_same_codes(got, expected, f"({s}, {z}) -> ({y_s}, {y_z})")
+
+
 def test_qlinear_concat_rescale_divides_the_dequantized_value():
     """ORT rescales a QLinearConcat input through a lookup table built as
     ``rint(f32(f32(s * (q - z)) / s_y)) + z_y`` (measured: 0 of 153600 codes
