@@ -108,10 +108,10 @@ def graph_to_onnx(graph, in_shape_nhwc):
                                      name=f"{n.name}/flatten"))  # fmt: skip
         elif n.op == "Flatten":  # refquant flattens NHWC
             nhwc = f"{n.name}.nhwc"
+            perm = [0, 2, 3, 1]
             nodes.append(h.make_node("Transpose", list(n.inputs), [nhwc],
-                                     name=f"{n.name}/nhwc", perm=[0, 2, 3, 1]))  # fmt: skip
-            nodes.append(h.make_node("Flatten", [f"{n.name}.nhwc"], [n.name],
-                                     name=n.name))  # fmt: skip
+                                     name=f"{n.name}/nhwc", perm=perm))  # fmt: skip
+            nodes.append(h.make_node("Flatten", [nhwc], [n.name], name=n.name))
         else:
             raise NotImplementedError(n.op)
         if kind:
@@ -352,9 +352,9 @@ def test_ort_quantized_mobilenet_v2_qdq_is_only_partly_fused_by_ort(tmp_path):
 def _float_model(onnx, node_list, inits, out_type=1):
     h = onnx.helper
     arrays = [onnx.numpy_helper.from_array(v, k) for k, v in inits.items()]
-    g = h.make_graph(node_list, "g",
-                     [h.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 4])],
-                     [h.make_tensor_value_info("y", out_type, None)], arrays)  # fmt: skip
+    x = h.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 4])
+    y = h.make_tensor_value_info("y", out_type, None)
+    g = h.make_graph(node_list, "g", [x], [y], arrays)
     m = h.make_model(g, opset_imports=[h.make_opsetid("", 13)])
     m.ir_version = 8
     return m
