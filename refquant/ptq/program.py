@@ -35,7 +35,6 @@ from refquant.kernels.conv import (
     _exact_tap_dtype,
     _geometry,
     _im2col,
-    _tap,
 )
 from refquant.kernels.gemm import exact_affine_gemm, prepare_weights
 from refquant.kernels.requantize import (
@@ -56,6 +55,8 @@ from refquant.ptq.qtensors import to_matrix
 __all__ = ["compile_model", "Requantizer"]
 
 INT32_MAX = 2**31 - 1
+#: Output values per epilogue block (float32: 256 KiB, within a 1 MiB L2).
+CHUNK = 65536
 _TIE_MARGIN = 2.0**-40  # > |f64(acc) * M64 - acc * M| for every |acc * M| < 2**10
 _HALF_RULES = ("half_even", "half_away", "half_up")
 
@@ -271,16 +272,20 @@ class _Weighted:
             acc = acc.transpose(1, 0, 2)
         return acc.reshape(n, geom.out_h, geom.out_w, -1)
 
-    def _depthwise_acc(self, x):
-        geom = self._geom(x)
-        xs = _centred_padded(x, self.zx, geom, self.tap_dtype)
+    def _depthwise_rows(self, xs, geom, n, r0, r1):
+        """Accumulators of image ``n``, output rows ``[r0, r1)``: one
+        multiply-add per kernel tap on strided views (never per pixel)."""
         ws = self.taps
         kh, kw = self.kernel
         dm = 1 if ws.ndim == 3 else ws.shape[-1]
+        (sh, sw), (dh, dw) = geom.strides, geom.dilations
         acc = tmp = None
         for i in range(kh):  # loop over the kernel taps only
+            y0 = r0 * sh + i * dh
             for j in range(kw):
-                tap = _tap(xs, geom, i, j)
+                x0 = j * dw
+                tap = xs[n : n + 1, y0 : y0 + (r1 - r0 - 1) * sh + 1 : sh,
+                         x0 : x0 + (geom.out_w - 1) * sw + 1 : sw]  # fmt: skip
                 tap = tap if dm == 1 else tap[..., None]
                 if acc is None:
                     acc = np.multiply(tap, ws[i, j])
@@ -288,7 +293,15 @@ class _Weighted:
                 else:
                     np.multiply(tap, ws[i, j], out=tmp)
                     acc += tmp  # every partial sum exact in the tap dtype
-        return acc.reshape(x.shape[0], geom.out_h, geom.out_w, -1)
+        return acc.reshape(1, r1 - r0, geom.out_w, -1)
+
+    def _chunks(self, n, out_h, row_size):
+        """``(image, r0, r1)`` blocks of about :data:`CHUNK` output values, so
+        the epilogue's passes run in cache."""
+        rows = max(1, CHUNK // max(row_size, 1))
+        for b in range(n):
+            for r0 in range(0, out_h, rows):
+                yield b, r0, min(r0 + rows, out_h)
 
     def _add_bias(self, acc):
         """``acc + bias``, exact, in float32 when that is exact, else float64.
@@ -314,17 +327,8 @@ class _Weighted:
             acc += self.bias
         return acc
 
-    def __call__(self, codes):
-        x = codes[0]
-        op = self.node.op
-        if op == "Conv2D":
-            acc = self._conv_acc(x)
-        elif op == "DepthwiseConv2D":
-            acc = self._depthwise_acc(x)
-        else:
-            x2 = x.reshape(-1, x.shape[-1])
-            acc = exact_affine_gemm(x2, self.zx, self.w, None, result="float")
-            acc = acc.reshape(x.shape[:-1] + (-1,))
+    def _epilogue(self, acc):
+        """Bias, overflow policy, fused max pool, requantization."""
         acc = self._add_bias(acc)
         if self.needs_check:
             acc = check_accumulator(acc.astype(np.int64), self.prof, bits=32,
@@ -332,6 +336,36 @@ class _Weighted:
         if self.pool is not None:
             acc = max_window(acc, self.pool.attrs)
         return self.requant(acc)
+
+    def __call__(self, codes):
+        x = codes[0]
+        op = self.node.op
+        if op == "Dense":
+            x2 = x.reshape(-1, x.shape[-1])
+            acc = exact_affine_gemm(x2, self.zx, self.w, None, result="float")
+            return self._epilogue(acc.reshape(x.shape[:-1] + (-1,)))
+        if op == "Conv2D":
+            acc = self._conv_acc(x)
+            if self.pool is not None:
+                return self._epilogue(acc)
+            out = np.empty(acc.shape, np.int8)
+            n, oh, ow, c = acc.shape
+            for b, r0, r1 in self._chunks(n, oh, ow * c):
+                out[b, r0:r1] = self._epilogue(acc[b : b + 1, r0:r1])[0]
+            return out
+        geom = self._geom(x)
+        xs = _centred_padded(x, self.zx, geom, self.tap_dtype)
+        n, oh, ow = x.shape[0], geom.out_h, geom.out_w
+        c = self.taps.shape[2] * (1 if self.taps.ndim == 3 else self.taps.shape[3])
+        if self.pool is not None:
+            acc = np.concatenate([self._depthwise_rows(xs, geom, b, 0, oh)
+                                  for b in range(n)])  # fmt: skip
+            return self._epilogue(acc)
+        out = np.empty((n, oh, ow, c), np.int8)
+        for b, r0, r1 in self._chunks(n, oh, ow * c):
+            acc = self._depthwise_rows(xs, geom, b, r0, r1)
+            out[b, r0:r1] = self._epilogue(acc)[0]
+        return out
 
 
 # ---------------------------------------------------------------- others
