@@ -184,3 +184,71 @@ def test_concat_method_is_validated():
 
     with pytest.raises(InvalidArgumentError, match="concat_method must be one of"):
         Profile(name="p", description="", concat_method="float")
+
+
+# ----------------------------------------------------------------------------------
+# int16 ADD, TFLite shift-only path (pot_scale_int16)
+
+
+def _add16(a, s_a, b, s_b, s_y, pot=True):
+    from refquant.kernels.elementwise import add
+
+    return add(
+        np.int16(a), s_a, 0, np.int16(b), s_b, 0, s_y, 0, out_dtype=np.int16,
+        profile="tflite_reference", pot_scale_int16=pot,
+    ).tolist()  # fmt: skip
+
+
+def test_int16_add_pot_path_rounds_the_shifted_input_first():
+    p10, p12 = 2.0**-10, 2.0**-12
+    # b at 2^-12 is divided by 4, ties away: -2 -> -1 (-0.5), 2 -> 1, -6 -> -2
+    # (-1.5), 6 -> 2, 5 -> 1 (1.25); plus a = 2: [1, 3, 0, 4, 3].  The real
+    # sums are 1.5, 2.5, 0.5, 3.5, 3.25 (LiteRT add_16x8_pot: 2 + -2 -> 1).
+    b = [-2, 2, -6, 6, 5]
+    assert _add16([2] * 5, p10, b, p12, p10) == [1, 3, 0, 4, 3]
+    # the general path (pot_scale_int16 false) rounds once: 1.5 -> 2
+    assert _add16([2], p10, [-2], p12, p10, pot=False) == [2]
+    # either input may be the shifted one
+    assert _add16([-2], p12, [2], p10, p10) == [1]
+    # the int16 sum saturates: 32767 + 2 -> 32767; -32768 - 2 -> -32768
+    assert _add16([32767, -32768], p10, [8, -8], p12, p10) == [32767, -32768]
+
+
+def test_int16_add_pot_flag_needs_power_of_two_scales():
+    # s_a = 0.3 is no power of two: the general path, as with the flag off
+    a, b = [7, -300, 1000], [5, 11, -9]
+    assert _add16(a, 0.3, b, 2.0**-12, 2.0**-10) == _add16(
+        a, 0.3, b, 2.0**-12, 2.0**-10, pot=False
+    )
+
+
+def test_int16_add_pot_invalid():
+    import pytest
+
+    from refquant.errors import InvalidArgumentError
+    from refquant.kernels.elementwise import add
+
+    with pytest.raises(InvalidArgumentError, match="one input at the output's"):
+        _add16([1], 2.0**-12, [1], 2.0**-12, 2.0**-10)  # neither at 2^-10
+    with pytest.raises(InvalidArgumentError, match="one input at the output's"):
+        _add16([1], 2.0**-9, [1], 2.0**-10, 2.0**-10)  # a coarser than y
+    with pytest.raises(InvalidArgumentError, match="at most 15 bits"):
+        _add16([1], 2.0**-10, [1], 2.0**-30, 2.0**-10)
+    with pytest.raises(InvalidArgumentError, match="pot_scale_int16 must be a bool"):
+        add(np.int8([1]), 1.0, 0, np.int8([1]), 1.0, 0, 1.0, 0, pot_scale_int16=1)
+
+
+def test_checked_log2():
+    from refquant.numerics.fixedpoint import checked_log2
+
+    # 2^-10 * (1 + 2^-12): log2 is off by 0.00035 < 1e-3, so TFLite calls it a
+    # power of two; 2^-10 * 1.001 is off by 0.00144.
+    assert checked_log2(2.0**-10 * (1 + 2.0**-12)) == (-10, True)
+    assert checked_log2(2.0**-10 * 1.001) == (-10, False)
+    assert checked_log2(1.5) == (1, False)  # log2 1.5 = 0.585 rounds to 1
+    import pytest
+
+    from refquant.errors import InvalidArgumentError
+
+    with pytest.raises(InvalidArgumentError, match="scale must be a positive"):
+        checked_log2(0.0)

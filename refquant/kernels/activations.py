@@ -208,14 +208,6 @@ def _sigmoid_table_u16() -> np.ndarray:
 _SIGMOID_TABLE = _sigmoid_table_u16()
 
 
-def _checked_log2(scale: float):
-    """TFLite ``CheckedLog2``: ``(round(log2 s), |frac| < 1e-3)`` in float32."""
-    f32 = np.float32
-    log2 = f32(np.log(f32(scale))) * (f32(1) / f32(np.log(f32(2))))
-    rounded = float(np.copysign(np.floor(abs(log2) + 0.5), log2))  # half_away
-    return int(rounded), bool(abs(f32(log2 - f32(rounded))) < f32(1e-3))
-
-
 def _int16_input_rescale(op, s_x):
     """TFLite Prepare of int16 LOGISTIC / TANH: ``(multiplier, left_shift)``.
 
@@ -226,7 +218,9 @@ def _int16_input_rescale(op, s_x):
     way ``x * multiplier / 2**left_shift`` has the scale ``1 / (3 * 4096)``
     (logistic) of the table index.
     """
-    log2, pot = _checked_log2(s_x)
+    from refquant.numerics.fixedpoint import checked_log2
+
+    log2, pot = checked_log2(s_x)
     k = 12 + log2
     if pot and k in ((0,) if op == "logistic" else (0, 1)):
         return 3 << k, 0

@@ -110,6 +110,40 @@ def _add_tflite(qa, qb, p, dtype):
     return mbqm(scaled_a + scaled_b, m_y, sh_y) + p["z_y"]
 
 
+def _add_tflite_pot_int16(qa, qb, p):
+    """TFLite int16 ADD, shift-only path: ``None`` where LiteRT takes the other.
+
+    Taken when every zero point is 0 and ``checked_log2`` finds all three
+    scales powers of two.  One input must have the output's exponent and the
+    other a smaller one (LiteRT Prepare refuses anything else); the finer input
+    is divided by ``2**r`` with ties away from zero, then the int16 sum
+    saturates.
+    """
+    if (p["z_a"], p["z_b"], p["z_y"]) != (0, 0, 0):
+        return None
+    logs = [fixedpoint.checked_log2(p[k]) for k in ("s_a", "s_b", "s_y")]
+    if not all(pot for _, pot in logs):
+        return None
+    (e_a, _), (e_b, _), (e_y, _) = logs
+    shift_a, shift_b = e_a - e_y, e_b - e_y
+    if not ((shift_a == 0 or shift_b == 0) and shift_a <= 0 and shift_b <= 0):
+        raise InvalidArgumentError(
+            "the TFLite int16 power-of-two ADD needs one input at the output's "
+            "scale and the other at an equal or finer one; got exponents "
+            f"a {e_a}, b {e_b}, y {e_y}"
+        )
+    right = -shift_b if shift_a == 0 else -shift_a
+    if right > 15:
+        raise InvalidArgumentError(
+            "the TFLite int16 power-of-two ADD shifts an int16 input right by at "
+            f"most 15 bits; got a shift of {right} (scale exponents a {e_a}, "
+            f"b {e_b}, y {e_y})"
+        )
+    kept, shifted = (qa, qb) if shift_a == 0 else (qb, qa)
+    total = kept + fixedpoint.rounding_right_shift(shifted, right)
+    return np.clip(total, -(2**15), 2**15 - 1)  # SaturatingAdd on int16
+
+
 def _add_ort(qa, qb, p):
     """ORT MLAS QLinearAdd, x86: vector kernel, or the scalar helper for 1 value."""
     f32 = np.float32
@@ -142,12 +176,22 @@ def add(
     activation=None,
     out_dtype=np.int8,
     profile="exact",
+    pot_scale_int16=False,
 ):
     """Quantized add: ``z_y + round((s_a * (a - z_a) + s_b * (b - z_b)) / s_y)``.
 
     Rounding per the profile's ``add_method`` (module docstring).  Ties
     (D9: ``2 + (-63)`` at scale 0.5 -> 1.0 is -30.5): exact -30 (half_even),
     tflite_reference -31, onnxruntime -30.
+
+    ``pot_scale_int16`` is TFLite's ``AddOptions.pot_scale_int16`` and only
+    matters for ``add_method="tflite_fixed_point"`` with int16 output: when
+    True and all zero points are 0 and all scales are powers of two (TFLite
+    ``CheckedLog2``), the shift-only path is used (the input at the finer
+    scale is shifted to the output scale with ties away from zero, then the
+    int16 sum saturates); otherwise the general path (left shift 15).  The
+    schema default is True; False (the default here) always takes the
+    general path.
 
     >>> add(np.int8([2]), 0.5, 0, np.int8([-63]), 0.5, 0, 1.0, 0).tolist()
     [-30]
@@ -157,6 +201,10 @@ def add(
     """
     prof = get_profile(profile)
     dtype = out_dtype_of(out_dtype)
+    if not isinstance(pot_scale_int16, (bool, np.bool_)):
+        raise InvalidArgumentError(
+            f"pot_scale_int16 must be a bool; got pot_scale_int16={pot_scale_int16!r}"
+        )
     qa, qb, p = _prepare(
         a, a_scale, a_zero_point, b, b_scale, b_zero_point, y_scale, y_zero_point, dtype
     )
@@ -169,7 +217,11 @@ def add(
         )
         y = _to_int(r) + p["z_y"]
     elif method == "tflite_fixed_point":
-        y = _add_tflite(qa, qb, p, dtype)
+        y = None
+        if pot_scale_int16 and dtype == np.int16:
+            y = _add_tflite_pot_int16(qa, qb, p)
+        if y is None:
+            y = _add_tflite(qa, qb, p, dtype)
     elif method == "onnxruntime_float32":
         y = _add_ort(qa, qb, p)
     else:

@@ -103,6 +103,28 @@ def quantize_multiplier(real, *, single_rounding: bool = False):
     return _scalar_or_array(real, q, shift)
 
 
+def checked_log2(scale) -> tuple[int, bool]:
+    """TFLite ``CheckedLog2``: ``(e, is_pot)`` with ``e = round(log2 scale)``.
+
+    Evaluated in float32 as TFLite does: ``l = f32(logf(s) * f32(1 / logf(2)))``,
+    ``e = RHAZ(l)`` (``std::round``, half away), ``is_pot = |l - e| < 1e-3``.
+    A scale within a factor ``2**0.001`` of a power of two therefore counts as
+    one.
+
+    >>> checked_log2(2.0**-10), checked_log2(0.3)
+    ((-10, True), (-2, False))
+    """
+    f32 = np.float32
+    s = f32(scale)
+    if not (np.isfinite(s) and s > 0):
+        raise InvalidArgumentError(
+            f"scale must be a positive finite float; got scale={scale!r}"
+        )
+    log2 = f32(np.log(s)) * (f32(1) / f32(np.log(f32(2))))
+    rounded = float(np.copysign(np.floor(abs(log2) + 0.5), log2))  # half_away
+    return int(rounded), bool(abs(f32(log2 - f32(rounded))) < f32(1e-3))
+
+
 # ------------------------------------------------------------ core primitives
 def _srdhm(a, b):
     ab = a * b  # |a|, |b| <= 2**31: fits int64

@@ -89,10 +89,13 @@ def _binary(fn_name):
     def call(t, o):
         ew = kernel_module("elementwise")
         a, b, y = t["a"], t["b"], t["y"]
+        extra = {}
+        if fn_name == "add":  # AddOptions.pot_scale_int16, schema default true
+            extra["pot_scale_int16"] = bool(o.get("pot_scale_int16", True))
         return getattr(ew, fn_name)(
             a.data, a.scale, a.zero_point, b.data, b.scale, b.zero_point, y.scale,
             y.zero_point, activation=o["activation"], out_dtype=y.dtype,
-            profile=PROFILE,
+            profile=PROFILE, **extra,
         )  # fmt: skip
 
     return call
@@ -234,13 +237,6 @@ KNOWN_GAPS = {
         raises=NotImplementedError,
         reason="refquant has no int16 TFLite softmax (exp and 1/(1+x) int16 LUTs); "
         "activations.softmax raises NotImplementedError for int16 output",
-    ),
-    "add_16x8_pot": pytest.mark.xfail(
-        strict=True,
-        raises=AssertionError,
-        reason="refquant has no pot_scale_int16 ADD path (shift-only, each input "
-        "rounded before the sum): a = 2 at 2^-10, b = -2 at 2^-12 -> 2^-10: "
-        "LiteRT 1, refquant 2 (exact 1.5)",
     ),
 }
 for _name in ("d_quantize_scale0", "d_quantize_subnormal_scale"):
