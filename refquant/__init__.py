@@ -40,6 +40,8 @@ _EXPORTS = {
     "load_torch_state_dict": "refquant.io.torch_pth",
     "load_safetensors": "refquant.io.safetensors",
     "load_onnx": "refquant.io.onnx_import",
+    "export_onnx": "refquant.io.onnx_export",
+    "load_quantized_onnx": "refquant.io.onnx_quantized_import",
     "export_corpus": "refquant.conformance", "verify_corpus": "refquant.conformance",
     "MixedQuantizer": "refquant.mixed", "MixedModel": "refquant.mixed",
 }
