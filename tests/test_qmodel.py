@@ -13,10 +13,25 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from refquant.errors import InvalidArgumentError, InvalidTypeError
+from refquant.errors import (
+    AccumulatorOverflowError,
+    InvalidArgumentError,
+    InvalidTypeError,
+)
 from refquant.graph import GraphBuilder, sequential
-from refquant.profiles import PROFILES
-from refquant.ptq import QuantConfig, quantize_model
+from refquant.kernels.requantize import requantize_accumulator
+from refquant.numerics.scheme import QuantScheme
+from refquant.profiles import PROFILES, get_profile
+from refquant.ptq import (
+    QuantConfig,
+    QuantizedModel,
+    QuantizedNode,
+    QuantizedWeight,
+    TensorQParams,
+    quantize_model,
+)
+from refquant.ptq.engine import run_node
+from refquant.ptq.program import Requantizer
 from tests.test_ptq import small_convnet
 
 
@@ -178,3 +193,158 @@ def test_batched_run_equals_whole_run(rng):
     x = rng.standard_normal((7, 8, 8, 3)).astype(np.float32)
     qm = quantize_model(g, x)
     np.testing.assert_array_equal(qm.run(x, batch_size=3), qm.run(x))
+
+
+# ------------------------------------------------- compiled program == kernels
+def kernel_by_kernel(qm, x, profile):
+    """Slow oracle: one public kernel call per node (engine.run_node), no fusion,
+    no prepared weights, no compiled constants."""
+    prof = get_profile(profile)
+    env = {qm.inputs[0]: qm.quantize_input(x, profile=prof)}
+    for n in qm.nodes:
+        env[n.name] = run_node(n, [env[k] for k in n.inputs], qm.tensor_qparams, prof)
+    return env
+
+
+def every_op_graph(rng):
+    """Conv (same, relu6) -> depthwise -> residual Add -> conv + fused MaxPool,
+    AvgPool, Concat, Pad, 1x1 conv, GlobalAvgPool, Dense with K > 1032 (chunked
+    exact GEMM), Dense, Softmax; per-channel scales spread over 2**6."""
+    spread = np.exp2(rng.uniform(-3, 3, 8)).astype(np.float32)
+    b = GraphBuilder("every_op")
+    x = b.input("input")
+    h = b.add("Conv2D", x, name="c1", padding="same", activation="relu6", params={
+        "weight": rng.standard_normal((8, 3, 3, 3)).astype(np.float32) * 0.3
+        * spread[:, None, None, None],
+        "bias": rng.standard_normal(8).astype(np.float32)})  # fmt: skip
+    d = b.add("DepthwiseConv2D", h, name="dw", padding=1, params={
+        "weight": rng.standard_normal((1, 3, 3, 8)).astype(np.float32) * spread,
+        "bias": rng.standard_normal(8).astype(np.float32) * 0.1})  # fmt: skip
+    s = b.add("Add", [h, d], name="add", activation="relu")
+    w2 = rng.standard_normal((8, 2, 2, 8)).astype(np.float32) * 0.2
+    c2 = b.add("Conv2D", s, name="c2", padding="valid", params={"weight": w2})
+    m = b.add("MaxPool", c2, name="mp", pool_size=2, strides=(1, 1))
+    a = b.add("AvgPool", m, name="ap", pool_size=2, strides=(1, 1),
+              padding="same")  # fmt: skip
+    c = b.add("Concat", [m, a], name="cat")
+    c = b.add("Pad", c, name="pad", paddings=((0, 0), (1, 1), (1, 1), (0, 0)))
+    c = b.add("Conv2D", c, name="pw", params={
+        "weight": rng.standard_normal((24, 1, 1, 16)).astype(np.float32) * 0.2,
+        "bias": rng.standard_normal(24).astype(np.float32) * 0.1})  # fmt: skip
+    f = b.add("Flatten", c, name="flat")
+    f = b.add("Dense", f, name="fc1", activation="relu", params={
+        "weight": rng.standard_normal((16, 24 * 64)).astype(np.float32) * 0.05,
+        "bias": rng.standard_normal(16).astype(np.float32) * 0.1})  # fmt: skip
+    p = b.add("GlobalAvgPool", s, name="gap")
+    o = b.add("Concat", [f, p], name="cat2")
+    o = b.add("Dense", o, name="fc2", params={
+        "weight": rng.standard_normal((5, 24)).astype(np.float32) * 0.3,
+        "bias": rng.standard_normal(5).astype(np.float32) * 0.1})  # fmt: skip
+    return b.build(outputs=b.add("Softmax", o, name="prob"))
+
+
+@pytest.mark.parametrize("profile", sorted(PROFILES))
+def test_compiled_program_equals_kernel_calls(rng, profile):
+    g = every_op_graph(rng)
+    x = rng.standard_normal((12, 8, 8, 3)).astype(np.float32)
+    qm = quantize_model(g, x[:6])
+    if profile == "tflite_reference":  # TFLite concatenates equal qparams only
+        with pytest.raises(InvalidArgumentError, match="CONCATENATION requires"):
+            qm.run_codes(x, profile=profile)
+        return
+    want = kernel_by_kernel(qm, x, profile)
+    np.testing.assert_array_equal(qm.run_codes(x, profile=profile), want["prob"])
+    _, got = qm.run_codes(x, profile=profile, capture=True)
+    for name in want:
+        np.testing.assert_array_equal(got[name], want[name], err_msg=name)
+
+
+@pytest.mark.parametrize("profile", sorted(PROFILES))
+def test_compiled_program_equals_kernel_calls_small_convnet(rng, profile):
+    g = small_convnet(rng)
+    x = rng.standard_normal((9, 8, 8, 3)).astype(np.float32)
+    qm = quantize_model(g, x)
+    want = kernel_by_kernel(qm, x, profile)
+    np.testing.assert_array_equal(qm.run_codes(x, profile=profile), want["fc"])
+    np.testing.assert_array_equal(qm.run_codes(x[:1], profile=profile),
+                                  want["fc"][:1])  # fmt: skip
+
+
+_S_W = (  # M = 0.5 * s_w: exact ties; then a real layer's M, all below 2**-7
+    np.array([2.0**-1, 2.0**-2, 2.0**-7, 0.0123, 3.1e-4, 1.7e-5, 0.3, 2.0**-9]),
+    np.array([2.0**-8, 2.0**-9, 2.0**-12, 0.0123, 3.1e-4, 1.7e-5, 0.003, 2.0**-10]),
+)
+
+
+@pytest.mark.parametrize("profile", sorted(PROFILES))
+@pytest.mark.parametrize("activation", [None, "relu6"])
+@pytest.mark.parametrize("set_id", [0, 1])
+def test_requantizer_equals_kernel_on_ties_and_extremes(rng, profile, activation,
+                                                         set_id):  # fmt: skip
+    # s_w = 2**-k makes acc * M land exactly on halves (ties), and scales of a
+    # real layer; accumulators cover the int32 range and its ends.
+    prof = get_profile(profile)
+    s_in, s_out = 0.5, 1.0
+    s_w = _S_W[set_id]
+    acc = np.concatenate(
+        [
+            np.arange(-600, 601),
+            rng.integers(-(2**31), 2**31, 3000),
+            rng.integers(-(2**20), 2**20, 3000),
+            [-(2**31), 2**31 - 1, 2**24 + 1],
+        ]
+    )
+    acc = np.resize(acc, (acc.size // 8 + 1) * 8).reshape(-1, 8)  # fmt: skip
+    for qmin, qmax, zp in ((-128, 127, -5), (-8, 7, 2)):
+        rq = Requantizer(s_in, s_w, s_out, zp, activation, prof, qmin, qmax)
+        if set_id == 1:  # the fast methods, not the kernel fallback
+            assert rq.method == prof.requantize_method
+        want = requantize_accumulator(acc, s_in, s_w, s_out, zp, np.int8, prof,
+                                      activation=activation)  # fmt: skip
+        want = np.clip(want, qmin, qmax)
+        np.testing.assert_array_equal(rq(acc.astype(np.float64)), want)
+        small = acc[np.all(np.abs(acc) < 2**24, axis=1)]
+        np.testing.assert_array_equal(rq(small.astype(np.float32)),
+                                      np.clip(requantize_accumulator(
+                                          small, s_in, s_w, s_out, zp, np.int8,
+                                          prof, activation=activation),
+                                          qmin, qmax))  # fmt: skip
+
+
+def test_profile_support_checked_when_compiling(rng):
+    g = small_convnet(rng)
+    x = rng.standard_normal((4, 8, 8, 3)).astype(np.float32)
+    qm = quantize_model(g, x, config=QuantConfig(weight_symmetric=False))
+    qm.run_codes(x, profile="exact")  # asymmetric weights are fine here
+    for profile in ("onnxruntime", "tflite_reference"):
+        with pytest.raises(InvalidArgumentError, match="node 'c1'.*weight zero"):
+            qm.run_codes(x, profile=profile)
+
+
+def test_overflow_policy_in_compiled_program():
+    w = QuantizedWeight(np.full((1, 4), 127, np.int8), np.float64(0.01),
+                        np.int64(0), QuantScheme(bits=8, narrow_range=True),
+                        "Dense")  # fmt: skip
+    node = QuantizedNode("fc", "Dense", ("input",), {"activation": None}, w,
+                         np.array([2**31 - 200], np.int32))  # fmt: skip
+    qp = {"input": TensorQParams(1.0, -128), "fc": TensorQParams(2.0**23, 0)}
+    qm = QuantizedModel([node], ("input",), ("fc",), qp)
+    x = np.full((3, 4), 127.0, np.float32)  # acc = 4 * 255 * 127 + bias > 2**31
+    with pytest.raises(AccumulatorOverflowError, match="overflows int32"):
+        qm.run_codes(x, profile="exact")
+    got = qm.run_codes(x, profile="onnxruntime")  # wraps to a large negative
+    want = kernel_by_kernel(qm, x, "onnxruntime")["fc"]
+    np.testing.assert_array_equal(got, want)
+    assert got[0, 0] < 0
+
+
+def test_program_cache_follows_qparams(rng):
+    g = small_convnet(rng)
+    x = rng.standard_normal((4, 8, 8, 3)).astype(np.float32)
+    qm = quantize_model(g, x)
+    before = qm.run_codes(x)
+    old = qm.tensor_qparams["fc"]
+    qm.tensor_qparams["fc"] = TensorQParams(old.scale * 2, old.zero_point)
+    after = qm.run_codes(x)
+    np.testing.assert_array_equal(after, kernel_by_kernel(qm, x, "exact")["fc"])
+    assert not np.array_equal(before, after)
