@@ -258,6 +258,16 @@ def test_schemes_without_an_onnx_form_name_the_node(tmp_path):
     from refquant.io.onnx_import import UnsupportedOnnxError
 
     g = chain_graph()
+    static = _quantize(g, (8, 8, 8, 2))
+    from refquant.ptq import QuantConfig, quantize_model
+    from refquant.ptq.qmodel import QuantizedModel
+
+    cfg = QuantConfig(weight_granularity="per_group", weight_group_size=6)
+    wo = quantize_model(g, _inputs((8, 8, 8, 2)), mode="weight_only", config=cfg)
+    grouped = QuantizedModel(wo.nodes, static.inputs, static.outputs,
+                             static.tensor_qparams)  # fmt: skip
+    with pytest.raises(UnsupportedOnnxError, match="node 'c1': per-group weights"):
+        export_onnx(grouped, tmp_path / "m.onnx")
     asym = _quantize(g, (8, 8, 8, 2), weight_symmetric=False)
     with pytest.raises(UnsupportedOnnxError, match="zero points equal to 0"):
         export_onnx(asym, tmp_path / "m.onnx")
