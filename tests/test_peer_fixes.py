@@ -252,3 +252,57 @@ def test_checked_log2():
 
     with pytest.raises(InvalidArgumentError, match="scale must be a positive"):
         checked_log2(0.0)
+
+
+# ----------------------------------------------------------------------------------
+# int16 SOFTMAX under tflite_reference: exp and 1 / (1 + x) int16 tables
+
+
+def test_int16_softmax_tables_hand_entries():
+    from refquant.kernels.activations import _lut_lookup_int16, _softmax_luts
+
+    luts = _softmax_luts()
+    exp_lut, inv_lut = luts["exp"], luts["one_over_one_plus_x"]
+    # exp table, step 10/512 on [-10, 0], output k = 32768 per unit:
+    # i = 511: exp(-0.01953125) k = 32134.2 -> 32134; midpoint exp(-0.009765625)
+    # k = 32449.6 -> 32450; interpolated midpoint RHAZ((32768 + 32134) / 2) =
+    # 32451; error 1, bias RHAZ(0.5) = 1: 32133.  i = 512: exp(0) k = 32768,
+    # clamped to 32767.
+    assert exp_lut[511:].tolist() == [32133, 32767]
+    # 1 / (1 + x) on [0, 1]: i = 511: k / (1 + 511/512) = 16400.02, no bias;
+    # i = 512: k / 2 = 16384.
+    assert inv_lut[511:].tolist() == [16400, 16384]
+    assert exp_lut.size == inv_lut.size == 513
+    # lookup 32767: index 511, offset 127: 32133 + (634 * 127 + 64) >> 7 = 32762
+    # lookup 32744: index 511, offset 104: 16400 + (-16 * 104 + 64) >> 7 = 16387
+    assert int(_lut_lookup_int16(np.int64(32767), exp_lut)) == 32762
+    assert int(_lut_lookup_int16(np.int64(32744), inv_lut)) == 16387
+
+
+def test_int16_softmax_equal_pair_is_one_half():
+    from refquant.kernels.activations import softmax
+
+    # Both exps 32762, sum 65524 (17 bits: headroom_plus_one 16);
+    # ((65524 << 15) + 2^13) >> 14 = 131048, - 98304 = 32744 -> reciprocal
+    # 16387; (32762 * 16387 + 2^14) >> 15 = 536887278 >> 15 = 16384.
+    got = softmax(
+        np.int16([[0, 0], [-7, -7]]), 0.001, 0, y_scale=2.0**-15, y_zero_point=0,
+        out_dtype=np.int16, profile="tflite_reference",
+    )  # fmt: skip
+    assert got.dtype == np.int16 and got.tolist() == [[16384, 16384]] * 2
+
+
+def test_int16_softmax_invalid():
+    import pytest
+
+    from refquant.errors import InvalidArgumentError
+    from refquant.kernels.activations import softmax
+
+    kw = dict(y_scale=2.0**-15, y_zero_point=0, out_dtype=np.int16)
+    with pytest.raises(InvalidArgumentError, match="x_zero_point 0"):
+        softmax(np.int16([[1, 2]]), 0.01, 3, profile="tflite_reference", **kw)
+    with pytest.raises(NotImplementedError, match="int16 output"):
+        softmax(
+            np.int16([[1, 2]]), 0.01, 0, y_scale=2.0**-14, y_zero_point=0,
+            out_dtype=np.int16, profile="tflite_reference",
+        )  # fmt: skip

@@ -440,6 +440,90 @@ def _softmax_tflite(q, s_x, beta, dtype):
     return np.clip(out, qmin, qmax).astype(dtype)
 
 
+# ----------------------------------------------- TFLite int16 softmax (LUTs)
+_INT16_RANGE = 65535  # int16 max - int16 min
+
+
+def _lut_int16(transform, input_scale, input_zero_point):
+    """TFLite ``LUTPopulateInt16<double>``: 513 int16 samples on 512 steps.
+
+    Output range symmetric (scale ``2 / 65535``, zero point 0).  For ``i <
+    512``: ``lut[i] = clamp(RHAZ(f(x_i) k) - RHAZ(e / 2))`` where ``k =
+    65536 / (out_max - out_min)`` and ``e = RHAZ((f(x_{i+1}) k + RHAZ(f(x_i)
+    k)) / 2) - RHAZ(f(x_i + step / 2) k)`` is the rounded interpolation error
+    at the midpoint; ``lut[512] = clamp(RHAZ(f(x_max) k))``.  float64 in
+    TFLite's operation order; ``transform`` is a scalar libm function.
+    """
+    in_min = input_scale * (-32768 - input_zero_point)
+    in_max = input_scale * (32767 - input_zero_point)
+    out_scale = 2.0 / _INT16_RANGE
+    k = 65536.0 / (out_scale * 32767 - out_scale * -32768)
+    step = (in_max - in_min) / 512
+    i = np.arange(512, dtype=np.float64)
+    f = np.vectorize(transform, otypes=[np.float64])
+    val = f(in_min + i * step)
+    mid = f(in_min + i * step + step / 2)
+    nxt = f(in_min + (i + 1) * step)
+
+    def rhaz(v):
+        return _arith.round_float(v, "half_away")
+
+    sample = rhaz(val * k)
+    err = rhaz((nxt * k + rhaz(val * k)) / 2) - rhaz(mid * k)
+    lut = np.empty(513, dtype=np.float64)
+    lut[:512] = sample - rhaz(err / 2)
+    lut[512] = rhaz(transform(in_max) * k)
+    return np.clip(lut, -32768, 32767).astype(np.int64)
+
+
+_SOFTMAX_LUTS: dict = {}
+
+
+def _softmax_luts():
+    """The exp table on [-10, 0] and the 1 / (1 + x) table on [0, 1]."""
+    if not _SOFTMAX_LUTS:
+        import math
+
+        _SOFTMAX_LUTS["exp"] = _lut_int16(math.exp, 10.0 / _INT16_RANGE, 32767)
+        _SOFTMAX_LUTS["one_over_one_plus_x"] = _lut_int16(
+            lambda v: 1.0 / (1.0 + v), 1.0 / _INT16_RANGE, -32768
+        )
+    return _SOFTMAX_LUTS
+
+
+def _lut_lookup_int16(value, lut):
+    """TFLite int16 ``LUTLookup``: 9-bit index, 7-bit linear interpolation."""
+    index = 256 + (value >> 7)
+    offset = value & 0x7F
+    base = lut[index]
+    slope = lut[index + 1] - base
+    return base + ((slope * offset + 64) >> 7)  # half_up on Q0.7
+
+
+def _softmax_tflite_int16(q, s_x, beta):
+    """TFLite reference ``SoftmaxInt16``: exp LUT, sum, 1 / (1 + x) LUT."""
+    from refquant.numerics.fixedpoint import (
+        multiply_by_quantized_multiplier,
+        quantize_multiplier,
+    )
+
+    luts = _softmax_luts()
+    f32 = np.float32
+    real = float(f32(f32(s_x) * f32(beta))) / (10.0 / 65535.0)
+    multiplier, shift = quantize_multiplier(real)
+    diff = q - q.max(axis=-1, keepdims=True)  # in [-65535, 0]
+    scaled = multiply_by_quantized_multiplier(diff, multiplier, shift)
+    exps = _lut_lookup_int16(np.clip(scaled + 32767, -32768, 32767), luts["exp"])
+    total = exps.sum(axis=-1, keepdims=True)  # Q16.15
+    headroom_plus_one = 32 - np.frexp(total.astype(np.float64))[1].astype(np.int64)
+    shifted = ((total << (headroom_plus_one - 1)) + (1 << 13)) >> 14
+    centred = np.clip(shifted - ((1 << 15) + (1 << 16)), -32768, 32767)
+    reciprocal = _lut_lookup_int16(centred, luts["one_over_one_plus_x"])  # Q0.15
+    right = 31 - headroom_plus_one
+    out = (exps * reciprocal + (np.int64(1) << (right - 1))) >> right  # half_up
+    return np.clip(out, 0, 32767).astype(np.int16)
+
+
 def _rdbpot_array(x, exponent):
     from refquant.numerics.fixedpoint import _rdbpot
 
@@ -482,12 +566,19 @@ def softmax(
     method = prof.softmax_method
     if method == "tflite_fixed_point":
         expected = _FIXED_OUTPUT.get(("softmax", dtype.name))
-        if dtype.name not in ("int8", "uint8") or (s_y, z_y) != expected:
+        if (s_y, z_y) != expected:
             raise NotImplementedError(
                 "the TFLite fixed-point softmax is implemented for int8 output "
-                "(1/256, -128) and uint8 output (1/256, 0); got "
-                f"{dtype.name} output ({s_y}, {z_y})"
+                "(1/256, -128), uint8 output (1/256, 0) and int16 output "
+                f"(1/32768, 0); got {dtype.name} output ({s_y}, {z_y})"
             )
+        if dtype == np.int16:
+            if z_x != 0 or q.size and (q.min() < -32768 or q.max() > 32767):
+                raise InvalidArgumentError(
+                    "the TFLite int16 softmax needs int16 codes x with "
+                    f"x_zero_point 0; got x_zero_point={z_x}"
+                )
+            return _softmax_tflite_int16(q, s_x, beta)
         return _softmax_tflite(q, s_x, beta, dtype)
     if method == "float32":
         d = (

@@ -231,14 +231,7 @@ def test_litert_matches_the_committed_output(name):
 
 # Fixtures that refquant cannot run yet, each an explicit strict xfail: the
 # fixture stays live, and the mark fails the run as soon as refquant changes.
-KNOWN_GAPS = {
-    "softmax_16x8": pytest.mark.xfail(
-        strict=True,
-        raises=NotImplementedError,
-        reason="refquant has no int16 TFLite softmax (exp and 1/(1+x) int16 LUTs); "
-        "activations.softmax raises NotImplementedError for int16 output",
-    ),
-}
+KNOWN_GAPS = {}
 for _name in ("d_quantize_scale0", "d_quantize_subnormal_scale"):
     KNOWN_GAPS[_name] = pytest.mark.xfail(
         strict=True,
@@ -397,3 +390,48 @@ def test_litert_16x8_conv_is_the_int64_form_on_ties():
     # section 2.5: M = 0.25 (channel 1), acc = -8..8, ties toward +infinity.
     sweep = [int(got[np.flatnonzero(x.ravel() == v)[0], 1]) for v in range(-8, 9)]
     assert sweep == [-2, -2, -1, -1, -1, -1, 0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2]
+
+
+# ----------------------------------------------------------------------------------
+# int16 fixed-point kernels on more inputs than the committed ones: the same
+# model runs live on every int16 code (LOGISTIC, TANH) or on seeded rows
+
+
+def _assert_same(name, got, expected):
+    got = np.asarray(got)
+    bad = np.flatnonzero(got != expected)
+    assert got.dtype == expected.dtype and bad.size == 0, (
+        f"{name}: {bad.size} differ; first flat {bad[:1]}: refquant "
+        f"{got.ravel()[bad[:1]]}, LiteRT {expected.ravel()[bad[:1]]}"
+    )
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "logistic_16x8_pot",
+        "logistic_16x8_s0p0003",
+        "tanh_16x8_pot",
+        "tanh_16x8_s0p0003",
+    ],
+)
+def test_int16_logistic_tanh_every_code(name):
+    spec = FIXTURES[name]
+    codes = np.arange(-32768, 32768, dtype=np.int16).reshape(16, 1, 4096)
+    for chunk in codes:
+        run = run_litert(name, [chunk])
+        got = CALLS[spec["op"]](run.tensors, spec["options"])
+        _assert_same(name, got, run.output)
+
+
+def test_int16_softmax_on_seeded_rows():
+    spec = FIXTURES["softmax_16x8"]
+    rng = np.random.default_rng(20261204)
+    for spread in (0, 3, 300, 3000, 30000, 32768):
+        x = rng.integers(-spread - 1, spread + 1, size=(16, 10))
+        x = np.clip(x, -32768, 32767).astype(np.int16)
+        x[0] = x[0, 0]  # a row of equal values
+        x[1, :2] = (-32768, 32767)  # the widest difference
+        run = run_litert("softmax_16x8", [x])
+        got = CALLS[spec["op"]](run.tensors, spec["options"])
+        _assert_same(f"softmax_16x8 spread {spread}", got, run.output)
