@@ -308,3 +308,30 @@ def test_demo_on_real_mnist(tmp_path, capsys):
     assert (tmp_path / "report-mnist_cnn.md").is_file()
     assert load_quantized_model(tmp_path / "mnist_cnn-int8.h5").mode == "static"
     assert "evaluating:" in err  # progress on stderr
+
+
+# ---------------------------------------------------------------- budgets
+def test_quantize_under_a_size_budget_writes_a_mixed_model(files, capsys):
+    from refquant.mixed.h5 import load_mixed_model
+
+    tmp, model = files
+    out = tmp / "mixed.h5"
+    code, text, _ = run_cli(
+        capsys, "quantize", model, "--data", tmp / "data.npz", "--y-key", "y",
+        "--size-budget", "3x", "--sensitivity-samples", "16", "-o", out, "-q",
+    )  # fmt: skip
+    assert code == 0, text
+    budget = int(re.search(r"'bytes': (\d+)", text).group(1))
+    size = int(re.search(r"measured:    bytes = (\d+)", text).group(1))
+    assert size <= budget
+    mixed = load_mixed_model(out)
+    assert mixed.size_bytes() == size
+
+
+def test_budget_options_reject_non_static_modes(files, capsys):
+    tmp, model = files
+    err = exits_2(
+        capsys, "quantize", model, "--data", tmp / "x.npy", "--mode", "dynamic",
+        "--size-budget", "3x", "-o", tmp / "m.h5",
+    )  # fmt: skip
+    assert "--mode" in err and "dynamic" in err

@@ -13,6 +13,13 @@ examples:
   refquant quantize model.h5 --data calib.npy --observer entropy
   refquant quantize model.onnx --mode weight_only --weight-bits 4 \\
       --granularity per_group --group-size 32 -o model-int4.h5
+  refquant quantize mnist.pth --arch mnist_cnn --data digits.npz \\
+      --labels digits.npz --size-budget 5x -o mnist-mixed.h5
+
+With --size-budget or --max-drop a precision is chosen per layer (mixed
+precision: FP16, BF16, INT16, INT8, INT4, ternary, binary) from measured
+sensitivities, then the chosen model is evaluated for real on --data; a
+missed budget is reported and the command exits 1.
 
 Inputs must be shaped and scaled as the FP32 model expects (NHWC for images),
 unless --preprocess says how (mnist, imagenet, unit); with --arch the matching
@@ -173,9 +180,12 @@ def add_quant_arguments(parser) -> None:
 
 
 def add_arguments(parser) -> None:
+    from refquant.mixed.budget import add_budget_arguments
+
     add_model_arguments(parser)
     add_data_arguments(parser, required=False)
     add_quant_arguments(parser)
+    add_budget_arguments(parser)
     parser.add_argument(
         "-o",
         "--output",
@@ -424,8 +434,10 @@ def run(args) -> int:
         raise bad("--output", out, "a new file, not MODEL itself")
     x_cal = None
     if args.data is not None:
-        x, _ = load_inputs(args, graph)
+        x, y = load_inputs(args, graph)
         x_cal = calibration_slice(args, x)
+    if args.size_budget is not None or args.max_drop is not None:
+        return run_mixed(args, graph, x, y, x_cal, out)
     t0 = time.perf_counter()
     qm = quantize_model(
         graph,
@@ -449,4 +461,38 @@ def run(args) -> int:
     print(f"quantized:   {args.mode}, {describe_config(args, cfg)}")
     print(f"size:        FP32 {fp32:,} B -> {quant:,} B ({fp32 / quant:.2f}x smaller)")
     print(f"wrote:       {out}")
+    return 0
+
+
+def run_mixed(args, graph, x, y, x_cal, out) -> int:
+    """``--size-budget`` / ``--max-drop``: allocate, measure, save, report."""
+    from refquant.mixed.budget import apply_budget
+    from refquant.mixed.h5 import save_mixed_model
+
+    if args.mode != "static":
+        raise bad("--mode", args.mode, "static with --size-budget or --max-drop")
+    alloc = apply_budget(
+        args,
+        graph,
+        x,
+        y,
+        calibration_data=x_cal,
+        batch_size=args.batch_size,
+        progress=Progress("sensitivity", quiet=args.quiet),
+    )
+    save_mixed_model(alloc.model, out)
+    counts = ", ".join(f"{n} {p}" for p, n in sorted(alloc.counts().items()))
+    print(f"model:       {args.model} ({graph.num_params:,} parameters)")
+    print(f"budget:      {alloc.budget}")
+    print(f"precisions:  {counts}")
+    for key, value in alloc.measured.items():
+        print(f"measured:    {key} = {value}")
+    for note in alloc.notes:
+        print(f"note:        {note}")
+    print(f"wrote:       {out}")
+    if not alloc.met:
+        print(
+            "refquant quantize: the measured model misses the budget", file=sys.stderr
+        )
+        return 1
     return 0
