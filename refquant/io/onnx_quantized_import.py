@@ -59,16 +59,19 @@ CODE_OPS = ("MaxPool", "Transpose", "Flatten", "Reshape", "Relu", "Clip", "Ident
 _OUT_OF_SCOPE = {
     "DynamicQuantizeLSTM": "the quantized LSTM is out of scope for the integer "
     "engine (no recurrent ops)",
-    "DynamicQuantizeMatMul": "dynamic quantization (run-time input qparams) is "
-    "not supported by the static importer",
-    "ConvInteger": "ConvInteger (dynamic quantization: run-time input qparams "
-    "and int32 outputs consumed by float ops) is not supported by the static "
-    "importer",
-    "MatMulInteger": "MatMulInteger (dynamic quantization) is not supported by "
-    "the static importer",
-    "DynamicQuantizeLinear": "DynamicQuantizeLinear (run-time qparams) is not "
-    "supported by the static importer",
+    "DynamicQuantizeMatMul": "the com.microsoft fused dynamic MatMul is not "
+    "supported (only the DynamicQuantizeLinear -> MatMulInteger -> Cast -> Mul "
+    "pattern is)",
+    "ConvInteger": "only DynamicQuantizeLinear -> ConvInteger -> Cast -> "
+    "Mul(Mul(x_scale, w_scale)) is supported (int32 consumers such as a bias "
+    "quantized at run time are not)",
+    "MatMulInteger": "only DynamicQuantizeLinear -> MatMulInteger -> Cast -> "
+    "Mul(Mul(x_scale, w_scale)) with a constant 2-D weight is supported",
+    "DynamicQuantizeLinear": "supported only as the input of a ConvInteger or "
+    "MatMulInteger pattern",
 }
+DYNAMIC_OPS = ("DynamicQuantizeLinear", "ConvInteger", "MatMulInteger",
+               "DynamicQuantizeMatMul", "DynamicQuantizeLSTM")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -746,7 +749,140 @@ def load_quantized_onnx(path_or_model, *, name: str | None = None) -> QuantizedM
         from refquant.errors import InvalidTypeError
 
         raise InvalidTypeError(f"name must be a str or None; got name={name!r}")
-    qm = _Importer(model, onnx, nh).run()
+    if any(n.op_type in DYNAMIC_OPS for n in model.graph.node):
+        qm = _load_dynamic(model, onnx, nh)
+    else:
+        qm = _Importer(model, onnx, nh).run()
     if name is not None:
         qm.name = name
     return qm
+
+
+# ---------------------------------------------------------------- dynamic
+def _load_dynamic(model, onnx, nh) -> QuantizedModel:
+    """A dynamically quantized graph as a ``mode="dynamic"`` QuantizedModel.
+
+    Each ``DynamicQuantizeLinear -> ConvInteger / MatMulInteger -> Cast ->
+    Mul(Mul(x_scale, w_scale))`` chain becomes a float Conv / MatMul whose
+    weight holds the codes; :func:`~refquant.io.onnx_import.load_onnx` lays out
+    the graph (a following constant Add becomes the bias), and the weighted
+    nodes get their codes, scales and zero points back.  The model then
+    quantizes each weighted node's input per batch (uint8 min-max),
+    accumulates exactly and scales in float (``QuantizedModel.run``).
+    """
+    from refquant.io.onnx_import import load_onnx
+
+    model, records = _dynamic_to_float(model, onnx, nh)
+    leftover = [n for n in model.graph.node if n.op_type in DYNAMIC_OPS]
+    if leftover:
+        _check_op_types(leftover)
+    graph = load_onnx(model)
+    nodes = []
+    for n in graph.nodes:
+        rec = records.get(n.name)
+        if n.op in ("Conv2D", "DepthwiseConv2D", "Dense") and rec is not None:
+            nodes.append(_dynamic_node(n, rec))
+        elif n.op in ("Conv2D", "DepthwiseConv2D", "Dense"):
+            raise UnsupportedOnnxError(
+                f"node {n.name!r}: a float {n.op} in a dynamically quantized graph "
+                "(mixed float and quantized weights are not supported)"
+            )
+        else:
+            nodes.append(QuantizedNode(n.name, n.op, n.inputs, n.attrs,
+                                       params=dict(n.params)))  # fmt: skip
+    return QuantizedModel(nodes, graph.inputs, graph.outputs, mode="dynamic",
+                          name=graph.name)  # fmt: skip
+
+
+def _dynamic_node(n, rec) -> QuantizedNode:
+    codes = np.rint(np.asarray(n.params["weight"], np.float64))
+    codes = codes.astype(np.uint8 if rec.codes.dtype == np.uint8 else np.int8)
+    c_out = codes.shape[3] if n.op == "DepthwiseConv2D" else codes.shape[0]
+
+    class _Imp:  # error context for _quantized_weight
+        @staticmethod
+        def unsupported(what):
+            raise UnsupportedOnnxError(f"node {n.name!r}: {what}")
+
+    weight = _quantized_weight(_Imp, rec, codes, n.op, c_out)
+    bias = n.params.get("bias")
+    attrs = {**n.attrs}
+    return QuantizedNode(n.name, n.op, n.inputs, attrs, weight=weight,
+                         bias=None if bias is None else np.float32(bias))  # fmt: skip
+
+
+def _dynamic_to_float(model, onnx, nh):
+    """Replace each supported dynamic chain by a float op over the weight codes."""
+    h = onnx.helper
+    g = model.graph
+    consts = {t.name: nh.to_array(t) for t in g.initializer}
+    for n in g.node:
+        if n.op_type == "Constant":
+            consts[n.output[0]] = nh.to_array(n.attribute[0].t)
+    producer = {o: n for n in g.node for o in n.output}
+    readers: dict[str, list] = {}
+    for n in g.node:
+        for i in n.input:
+            readers.setdefault(i, []).append(n)
+    drop, new_nodes, records, new_inits = set(), {}, {}, []
+    for n in g.node:
+        if n.op_type not in ("ConvInteger", "MatMulInteger"):
+            continue
+        chain = _dynamic_chain(n, producer, readers, consts)
+        if chain is None:
+            continue
+        dql, cast, mul, smul, w_scale = chain
+        out = mul.output[0]
+        w = consts[n.input[1]]
+        wz = consts[n.input[3]] if len(n.input) > 3 and n.input[3] else (
+            np.zeros((), w.dtype))  # fmt: skip
+        records[out] = _QConst(w, w_scale, wz, 0)
+        wname = f"{out}/weight_codes"
+        new_inits.append(nh.from_array(w.astype(np.float32), wname))
+        attrs = _attrs(onnx, n)
+        op = "Conv" if n.op_type == "ConvInteger" else "MatMul"
+        new_nodes[id(n)] = h.make_node(op, [dql.input[0], wname], [out],
+                                       name=n.name, **attrs)  # fmt: skip
+        drop.update({id(cast), id(mul), id(smul)})
+    for n in g.node:  # a DynamicQuantizeLinear read only by replaced chains
+        if n.op_type == "DynamicQuantizeLinear":
+            users = [r for o in n.output for r in readers.get(o, [])]
+            if users and all(id(r) in new_nodes or id(r) in drop for r in users):
+                drop.add(id(n))
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    del out.graph.node[:]
+    for n in g.node:
+        if id(n) not in drop:
+            out.graph.node.append(new_nodes.get(id(n), n))
+    out.graph.initializer.extend(new_inits)
+    return out, records
+
+
+def _dynamic_chain(n, producer, readers, consts):
+    """(DQL, Cast, Mul, scale Mul, w_scale) of a supported chain, else None."""
+    dql = producer.get(n.input[0])
+    if dql is None or dql.op_type != "DynamicQuantizeLinear":
+        return None
+    if len(n.input) < 3 or n.input[2] != dql.output[2] or n.input[1] not in consts:
+        return None
+    if len(n.input) > 3 and n.input[3] and n.input[3] not in consts:
+        return None
+    (cast,) = readers.get(n.output[0], [None, None])[:1] if len(
+        readers.get(n.output[0], [])) == 1 else (None,)  # fmt: skip
+    if cast is None or cast.op_type != "Cast":
+        return None
+    r = readers.get(cast.output[0], [])
+    if len(r) != 1 or r[0].op_type != "Mul":
+        return None
+    mul = r[0]
+    other = mul.input[1] if mul.input[0] == cast.output[0] else mul.input[0]
+    smul = producer.get(other)
+    if smul is None or smul.op_type != "Mul" or dql.output[1] not in smul.input:
+        return None
+    w_scale_name = smul.input[1] if smul.input[0] == dql.output[1] else smul.input[0]
+    if w_scale_name not in consts:
+        return None
+    if len(readers.get(other, [])) != 1:
+        return None
+    return dql, cast, mul, smul, consts[w_scale_name]
