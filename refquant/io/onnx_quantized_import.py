@@ -709,7 +709,7 @@ _HANDLERS = {
 }
 
 QUANTIZED_OPS = frozenset(set(_HANDLERS) - {"QDQClip", "QDQRelu"}) | frozenset(
-    (*QDQ_COMPUTE, "Relu")
+    (*QDQ_COMPUTE, "Relu", "DynamicQuantizeLinear", "ConvInteger", "MatMulInteger")
 )
 """ONNX op types :func:`load_quantized_onnx` accepts (QDQ float ops folded)."""
 
