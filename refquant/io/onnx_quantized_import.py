@@ -20,6 +20,10 @@ engine (NHWC).  Two passes:
    engine's layout (conv OIHW -> OHWI, depthwise -> 1HWC, Gemm/MatMul ->
    ``(C_out, K)``), its int32 bias and its output qparams.
 
+A graph with DynamicQuantizeLinear -> ConvInteger / MatMulInteger -> Cast
+-> Mul chains (ONNX Runtime ``quantize_dynamic``) becomes a
+``mode="dynamic"`` model instead (spec section 3.4).
+
 uint8 activations and weights are held as int8 codes ``q - 128`` with zero
 point ``zp - 128``: every value ``q - zp`` is unchanged, so integer
 accumulators and the real values are identical.  (ONNX Runtime's
@@ -733,15 +737,15 @@ def load_quantized_onnx(path_or_model, *, name: str | None = None) -> QuantizedM
     -------
     QuantizedModel
         ``mode="static"``; input NHWC float32, outputs the codes of the ONNX
-        outputs (``run`` dequantizes them).
+        outputs (``run`` dequantizes them).  ``mode="dynamic"`` for graphs
+        with DynamicQuantizeLinear chains (float outputs).
 
     Raises
     ------
     UnsupportedOnnxError
         An op outside :data:`QUANTIZED_OPS` (the message names the op and its
-        node), dynamic quantization (ConvInteger, MatMulInteger,
-        DynamicQuantizeLinear, DynamicQuantizeLSTM), or a pattern the engine
-        cannot express.
+        node), a dynamic op outside the supported chain (DynamicQuantizeLSTM
+        is out of scope), or a pattern the engine cannot express.
     """
     onnx, nh = _onnx()
     model = _as_model(onnx, path_or_model)
