@@ -378,3 +378,26 @@ def test_mobilenet_v2_qoperator_export_is_bit_exact(tmp_path):
     qdq = export_onnx(qm, tmp_path / "qdq.onnx", format="qdq")
     ops = optimized_ops(qdq)
     assert "QLinearConv" in ops and "Conv" in ops and "Add" in ops
+
+
+@pytest.mark.peers
+@pytest.mark.parametrize("fmt", ["qdq", "qoperator"])
+def test_pad_export_and_round_trip(tmp_path, fmt):
+    from refquant.graph.builders import GraphBuilder
+    from refquant.io.onnx_export import export_onnx
+    from refquant.io.onnx_quantized_import import load_quantized_onnx
+
+    r = np.random.default_rng(0)
+    b = GraphBuilder("padded")
+    x = b.input("input")
+    x = b.add("Pad", x, name="pad", paddings=((0, 0), (1, 2), (0, 1), (0, 0)))
+    x = b.add("Conv2D", x, name="c",
+              params={"weight": _w(r, 4, 3, 3, 2), "bias": _w(r, 4)})  # fmt: skip
+    qm = _quantize(b.build(outputs=x), (16, 6, 6, 2))
+    x = _inputs((8, 6, 6, 2))
+    want = qm.run_codes(x, profile="onnxruntime")
+    path = export_onnx(qm, tmp_path / "m.onnx", format=fmt)
+    np.testing.assert_array_equal(ort_codes(path, x).transpose(0, 2, 3, 1), want)
+    back = load_quantized_onnx(path)
+    assert [n.op for n in back.nodes] == ["Pad", "Conv2D"]
+    np.testing.assert_array_equal(back.run_codes(x, profile="onnxruntime"), want)

@@ -58,7 +58,16 @@ QDQ_COMPUTE = {
     "Concat": "QLinearConcat",
 }
 #: Ops that move or clamp codes without arithmetic.
-CODE_OPS = ("MaxPool", "Transpose", "Flatten", "Reshape", "Relu", "Clip", "Identity")
+CODE_OPS = (
+    "MaxPool",
+    "Transpose",
+    "Flatten",
+    "Reshape",
+    "Relu",
+    "Clip",
+    "Identity",
+    "Pad",
+)
 
 _OUT_OF_SCOPE = {
     "DynamicQuantizeLSTM": "the quantized LSTM is out of scope for the integer "
@@ -691,7 +700,36 @@ def _clip_codes(imp, node, attrs):
     imp.emit(op, [x], node.output[0], qp, rank=x.rank, nhwc=x.nhwc)
 
 
+def _pad(imp, node, attrs):
+    """Constant Pad of an NCHW tensor; the value is a code (int8 / uint8 file)
+    or a real value (folded QDQ), kept as the real value of its code."""
+    from refquant.kernels.quantize_ops import quantize_linear
+
+    x = _spatial(imp, node.input[0])
+    if attrs.get("mode", "constant") != "constant" or _opt(node, 3):
+        imp.unsupported("only constant padding of all axes is supported")
+    pads = [int(v) for v in imp.const(node.input[1], "pads").reshape(-1)]
+    value = np.asarray(imp.const(node.input[2], "value")) if _opt(node, 2) else (
+        np.zeros((), np.int8))  # fmt: skip
+    qp = x.qp
+    if value.dtype.kind in "iu":
+        code = int(_zp_int8(value)) if value.dtype == np.uint8 else int(value)
+    else:
+        code = int(quantize_linear(np.float32([value]), qp.scale, qp.zero_point,
+                                   profile="onnxruntime")[0])  # fmt: skip
+    real = (code - qp.zero_point) * np.float32(qp.scale)
+    back = quantize_linear(np.float32([real]), qp.scale, qp.zero_point,
+                           profile="onnxruntime")  # fmt: skip
+    if int(back[0]) != code:
+        imp.unsupported(f"pad code {code} has no real value that quantizes back")
+    nchw = list(zip(pads[:4], pads[4:]))
+    paddings = [nchw[i] for i in (0, 2, 3, 1)]  # NCHW pairs -> NHWC pairs
+    imp.emit("Pad", [x], node.output[0], qp, rank=4, nhwc=True,
+             paddings=paddings, value=float(real))  # fmt: skip
+
+
 _HANDLERS = {
+    "Pad": _pad,
     "QuantizeLinear": _quantize_linear,
     "DequantizeLinear": _dequantize_linear,
     "QLinearConv": _qlinear_conv,
