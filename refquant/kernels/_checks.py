@@ -32,14 +32,64 @@ def qrange(dtype) -> tuple[int, int]:
 
 
 def int_codes(name, q) -> np.ndarray:
-    """Integer codes as int64 (rejects float, bool and object arrays)."""
+    """Integer codes as int64 (rejects float, bool and object arrays).
+
+    An int64 array is returned as is (no copy): callers must not write to it.
+    """
     arr = np.asarray(q)
     if arr.dtype == np.bool_ or not np.issubdtype(arr.dtype, np.integer):
         raise InvalidTypeError(
             f"{name} must be an integer array (quantized codes); got {name} of "
             f"dtype {arr.dtype}"
         )
-    return arr.astype(np.int64)
+    return arr.astype(np.int64, copy=False)
+
+
+FLOAT_ACCUMULATOR_DTYPES = (np.float32, np.float64)
+_BLOCK = 1 << 15
+
+
+def _has_fraction(arr) -> bool:
+    """True if any value is not a finite integer (``x - trunc(x) != 0``)."""
+    flat = arr.reshape(-1)
+    tmp = np.empty(min(flat.size, _BLOCK), dtype=arr.dtype)
+    with np.errstate(invalid="ignore"):  # inf - inf is NaN: nonzero, rejected
+        for start in range(0, flat.size, _BLOCK):  # blocks of 32768 values
+            block = flat[start : start + _BLOCK]
+            t = tmp[: block.size]
+            np.trunc(block, out=t)
+            np.subtract(block, t, out=t)
+            if t.any():
+                return True
+    return False
+
+
+def integer_values(name, acc) -> np.ndarray:
+    """Exact integer accumulators: int64, or float32 / float64 holding integers.
+
+    Integer arrays become int64 (no copy when already int64).  float32 and
+    float64 arrays (the ``result="float"`` form of
+    :func:`refquant.kernels.gemm.exact_affine_gemm`) are returned unchanged
+    after one cheap check that every value is a finite integer (``x -
+    trunc(x) == 0``; NaN and inf fail it), made in cache-sized blocks.  That
+    the integers are the *exact* accumulators is the caller's contract: the
+    GEMM guarantees it (float32 within 2**24, float64 within 2**53).
+    """
+    arr = np.asarray(acc)
+    if arr.dtype in FLOAT_ACCUMULATOR_DTYPES:
+        if _has_fraction(arr):
+            raise InvalidTypeError(
+                f"{name} must be an integer array (or a float32 / float64 array "
+                f"holding exact integers); got {name} of dtype {arr.dtype} with a "
+                "non-integer or non-finite value"
+            )
+        return arr
+    if arr.dtype == np.bool_ or not np.issubdtype(arr.dtype, np.integer):
+        raise InvalidTypeError(
+            f"{name} must be an integer array or a float32 / float64 array of "
+            f"exact integers; got {name} of dtype {arr.dtype}"
+        )
+    return arr.astype(np.int64, copy=False)
 
 
 def scales(name, value) -> np.ndarray:

@@ -75,8 +75,13 @@ def fully_connected(
     [[2, 17]]
     """
     prof = get_profile(profile).for_op("fully_connected")
-    acc = fully_connected_accumulator(x, x_zero_point, w, w_zero_point, bias)
+    acc = _fc_accumulator(
+        x, x_zero_point, w, w_zero_point, bias, float_ok=_float_requantize(prof, x)
+    )
     _check_weight_scale(w_scale, acc.shape[-1])
+    if acc.dtype.kind == "f":
+        args = (x_scale, w_scale, y_scale, y_zero_point, activation, out_dtype)
+        return _finish_exact_float(acc, x, *args, prof)
     return _finish(
         acc,
         x,
@@ -91,12 +96,50 @@ def fully_connected(
     )
 
 
+def _finish_exact_float(
+    acc, x, x_scale, w_scale, y_scale, y_zero_point, activation, out_dtype, prof
+):
+    """``conv._finish`` for the GEMM's float result: the same argument checks,
+    overflow policy and requantization, without the integrality pass (the
+    values are exact integers by the GEMM's contract, integer_gemm.md 7)."""
+    from refquant.kernels import requantize
+    from refquant.kernels._checks import out_dtype_of, scales, zero_points
+
+    scales("x_scale", x_scale)
+    scales("w_scale", w_scale)
+    scales("y_scale", y_scale)
+    zero_points("y_zero_point", y_zero_point, out_dtype_of(out_dtype))
+    bits = 64 if x.dtype == np.int16 else 32
+    acc = requantize._overflow_policy(acc, prof, bits, "fully_connected accumulator")
+    return requantize._requantize_integers(
+        acc, x_scale, w_scale, y_scale, y_zero_point, out_dtype, prof, -1,
+        activation,
+    )  # fmt: skip
+
+
+def _float_requantize(prof, x) -> bool:
+    """True when the requantization converts ``acc`` to float anyway, so the
+    GEMM may hand over its exact float result without an int64 pass."""
+    wide = np.asarray(x).dtype == np.int16  # 16x8: 16-bit output method
+    method = prof.requantize_int64_method if wide else prof.requantize_method
+    return method in ("float64", "float32")
+
+
 def fully_connected_accumulator(x, x_zero_point, w, w_zero_point, bias=None):
     """Exact int64 accumulators of :func:`fully_connected`, no overflow policy.
 
     ``w`` may be a :class:`~refquant.kernels.gemm.PreparedGemmOperand` made by
     ``prepare_weights(w.T, w_zero_point)``; ``w_zero_point`` is then None or
     equal to the prepared zero point.
+    """
+    return _fc_accumulator(x, x_zero_point, w, w_zero_point, bias, float_ok=False)
+
+
+def _fc_accumulator(x, x_zero_point, w, w_zero_point, bias, *, float_ok):
+    """int64 accumulators, or (``float_ok``) the GEMM's exact float result.
+
+    With ``float_ok`` the bias is added in float64 when ``max|acc| +
+    max|bias| <= 2**53`` (every sum exact); otherwise the result is int64.
     """
     x = _int_array("x", x, (np.int8, np.uint8, np.int16))
     if x.ndim < 1:
@@ -135,9 +178,18 @@ def fully_connected_accumulator(x, x_zero_point, w, w_zero_point, bias=None):
 
     x2 = x.reshape(-1, x.shape[-1])  # (batches, K)
     b = w.T if prepared is None else prepared
-    acc = exact_affine_gemm(x2, zx, b, zw)  # (batches, C_out) int64, exact
+    result = "float" if float_ok else "int64"
+    acc = exact_affine_gemm(x2, zx, b, zw, result=result)  # (batches, C_out), exact
     acc = acc.reshape(x.shape[:-1] + (c_out,))
-    return acc if bias is None else acc + bias
+    if bias is None:
+        return acc
+    if acc.dtype == np.int64:
+        return acc + bias
+    acc_max = float(np.abs(acc).max()) if acc.size else 0.0
+    bias_max = max(abs(int(bias.min())), abs(int(bias.max())))  # no int64 abs
+    if acc_max + bias_max <= 2**53:  # float64 sums of integers below 2**53 are exact
+        return np.add(acc, bias, dtype=np.float64)
+    return acc.astype(np.int64) + bias
 
 
 def _check_prepared_zero_point(zw, prepared_zw, c_out: int) -> None:

@@ -27,7 +27,7 @@ from refquant.errors import AccumulatorOverflowError, InvalidArgumentError
 from refquant.kernels import _arith
 from refquant.kernels._checks import (
     along_axis,
-    int_codes,
+    integer_values,
     out_dtype_of,
     qrange,
     scales,
@@ -53,8 +53,9 @@ def check_accumulator(acc, profile="exact", *, bits=32, what="accumulator"):
 
     Parameters
     ----------
-    acc : array_like of int
-        Exact accumulators (int64).
+    acc : array_like of int, or float32 / float64 array of integers
+        Exact accumulators (int64, or the float form of
+        :func:`~refquant.kernels.gemm.exact_affine_gemm`).
     profile : str or Profile
     bits : int
         Accumulator width, in [2, 64].
@@ -63,20 +64,32 @@ def check_accumulator(acc, profile="exact", *, bits=32, what="accumulator"):
 
     Returns
     -------
-    numpy.ndarray of int64
+    numpy.ndarray of int64, or ``acc`` itself (float input, nothing wrapped)
 
     >>> check_accumulator(np.array([2**31]), "onnxruntime").tolist()
     [-2147483648]
     """
     prof = get_profile(profile)
     check("bits", bits, IntRange(2, 64))
-    acc = int_codes(what, acc)
-    if bits == 64:
+    return _overflow_policy(integer_values(what, acc), prof, bits, what)
+
+
+def _overflow_policy(acc, prof, bits, what):
+    """:func:`check_accumulator` on values already known to be integers."""
+    if acc.size == 0 or (bits == 64 and acc.dtype == np.int64):
         return acc
     low, high = -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
-    outside = (acc < low) | (acc > high)
-    if not outside.any():
+    # two reductions, compared as Python numbers (exact for every dtype)
+    if low <= acc.min().item() and acc.max().item() <= high:
         return acc
+    if acc.dtype != np.int64:
+        if bits == 64 or np.abs(acc).max() >= 2.0**63:
+            raise AccumulatorOverflowError(
+                f"{what} holds a float value outside int64; float accumulators "
+                "must be exact integers"
+            )
+        acc = acc.astype(np.int64)
+    outside = (acc < low) | (acc > high)
     if prof.overflow == "wrap":
         return ((acc - low) & (2**bits - 1)) + low
     first = int(acc[outside].flat[0])
@@ -96,10 +109,16 @@ def _multiplier64(s_in, s_w, s_out, formation):
 
 
 def _scaled_float(acc, m64, method):
-    """``f64(acc) * M64`` or ``f32(f32(acc) * f32(M))`` as float64."""
+    """``f64(acc) * M64`` or ``f32(f32(acc) * f32(M))`` as float64.
+
+    ``acc`` is int64 or an integer-valued float array: converting either to
+    float32 / float64 rounds the same integer once (RNE), so both give the
+    same bits; a float64 ``acc`` is used without a copy.
+    """
     if method == "float32":
-        return (acc.astype(np.float32) * m64.astype(np.float32)).astype(np.float64)
-    return acc.astype(np.float64) * m64
+        a32 = acc.astype(np.float32, copy=False)
+        return (a32 * m64.astype(np.float32)).astype(np.float64)
+    return acc.astype(np.float64, copy=False) * m64
 
 
 def _fixed_point(acc, m64, method):
@@ -145,8 +164,13 @@ def requantize_accumulator(
 
     Parameters
     ----------
-    acc : array_like of int
-        Exact accumulators, bias included (int64).
+    acc : array_like of int, or float32 / float64 array of integers
+        Exact accumulators, bias included: int64, or float32 / float64 arrays
+        holding the exact integers (``exact_affine_gemm(..., result="float")``;
+        integrality is checked, exactness is the caller's contract).  The
+        float64 and float32 methods use float input directly (bit-identical
+        to the int64 route: both convert the same integer once); the other
+        methods convert it to int64 first.
     input_scale, weight_scale, output_scale : float or array_like
         Positive scales: scalars, 1-D per-channel vectors laid along
         ``channel_axis``, or arrays that broadcast to ``acc``.
@@ -170,9 +194,34 @@ def requantize_accumulator(
     ...                        "tflite_reference").tolist()
     [-1, -1, 0, 1, 2]
     """
+    return _requantize_integers(
+        integer_values("acc", acc),
+        input_scale,
+        weight_scale,
+        output_scale,
+        output_zero_point,
+        out_dtype,
+        profile,
+        channel_axis,
+        activation,
+    )
+
+
+def _requantize_integers(
+    acc,
+    input_scale,
+    weight_scale,
+    output_scale,
+    output_zero_point,
+    out_dtype,
+    profile,
+    channel_axis,
+    activation,
+):
+    """:func:`requantize_accumulator` on int64 or integer-valued float ``acc``
+    (integrality already checked, or guaranteed by the caller)."""
     prof = get_profile(profile)
     dtype = out_dtype_of(out_dtype)
-    acc = int_codes("acc", acc)
     shape, ndim = acc.shape, acc.ndim
     if ndim:
         check("channel_axis", channel_axis, IntRange(-ndim, ndim - 1))
@@ -190,10 +239,22 @@ def requantize_accumulator(
     if dtype.itemsize == 2:  # 16-bit activations: the 16x8 (int64) form
         method = prof.requantize_int64_method
 
+    if acc.dtype != np.int64 and method not in ("float64", "float32"):
+        acc = _exact_int64(acc)
     y = _round_scaled(acc, s_in, s_w, s_out, z_out, prof, method)
     lo, hi = activation_range(activation, s_out, z_out, dtype, prof)
     qmin, qmax = qrange(dtype)
     return np.clip(np.clip(y, lo, hi), qmin, qmax).astype(dtype)
+
+
+def _exact_int64(acc):
+    """Integer-valued float accumulators as int64 (exact below 2**63)."""
+    if acc.size and np.abs(acc).max() >= 2.0**63:
+        raise AccumulatorOverflowError(
+            "acc holds a float value outside int64; float accumulators must be "
+            "exact integers"
+        )
+    return acc.astype(np.int64)
 
 
 def _round_scaled(acc, s_in, s_w, s_out, z_out, prof, method):
