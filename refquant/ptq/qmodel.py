@@ -380,8 +380,8 @@ def _dynamic_node(node, x, prof):
         )
     else:
         acc = fully_connected_accumulator(q, zp, w.codes, w.zero_point)
-    y = dequantize_linear(acc, float(s_x) * w.scale, 0, axis=acc.ndim - 1,
-                          profile=prof)  # fmt: skip
+    y = dequantize_linear(acc, _dynamic_scale(s_x, w.scale, prof), 0,
+                          axis=acc.ndim - 1, profile=prof)  # fmt: skip
     y = np.asarray(y, dtype=np.float32)
     if node.bias is not None:
         y = y + node.bias
@@ -391,6 +391,18 @@ def _dynamic_node(node, x, prof):
     elif act == "relu6":
         y = np.clip(y, 0, 6)
     return y.astype(np.float32)
+
+
+def _dynamic_scale(s_x, s_w, prof):
+    """``s_x * s_w``, formed as the profile forms multipliers.
+
+    ``float64``: the product of the two scales in float64 (exact for float32
+    scales); ``float32``: one float32 multiplication, ``f32(s_x * s_w)`` with
+    ties to even, as ONNX Runtime's ``Mul`` node after ``ConvInteger`` does.
+    """
+    if prof.multiplier_formation == "float32":
+        return np.float32(s_x) * np.asarray(s_w, np.float32)
+    return float(s_x) * np.asarray(s_w, np.float64)
 
 
 def as_model(name: str, value) -> QuantizedModel:
