@@ -75,7 +75,7 @@ def _layer(keras, n, params, x):
 
 
 def build(keras, spec, params):
-    inp = keras.Input(shape=tuple(spec["input_shape"]), batch_size=1, name="input")
+    inp = keras.Input(shape=tuple(spec["input_shape"]), batch_size=None, name="input")
     env = {spec["input"]: inp}
     for n in spec["nodes"]:
         if n["op"] == "Add":

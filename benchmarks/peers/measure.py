@@ -128,6 +128,10 @@ class _Reader:
     def __init__(self, work, name, n):
         self.batches = _augmented_batches(work, n, 1)
         self.name = name
+        self.n = n
+
+    def __len__(self):  # quantize_static asks when CalibStridedMinMax is set
+        return self.n
 
     def get_next(self):
         x = next(self.batches, None)

@@ -131,7 +131,7 @@ class Bench:
             print(f"calibration {method} on {n} images", flush=True)
             self.child(
                 ("calib", "refquant", method),
-                ["calib", "refquant", method, "--images", n, "--batch", "25"],
+                ["calib", "refquant", method, "--images", n, "--batch", "4"],
             )
             stride = "0" if method == "minmax" else str(self.args.ort_stride)
             self.child(
