@@ -35,15 +35,19 @@ _EXPORTS = {
     "evaluate_outputs": "refquant.evaluation",
     "EvaluationReport": "refquant.evaluation",
     "make_observer": "refquant.calibration",
-    "Graph": "refquant.graph", "load_keras_h5": "refquant.io.keras_h5",
-    "quantize_model": "refquant.ptq", "QuantizedModel": "refquant.ptq",
+    "Graph": "refquant.graph",
+    "load_keras_h5": "refquant.io.keras_h5",
+    "quantize_model": "refquant.ptq",
+    "QuantizedModel": "refquant.ptq",
     "load_torch_state_dict": "refquant.io.torch_pth",
     "load_safetensors": "refquant.io.safetensors",
     "load_onnx": "refquant.io.onnx_import",
     "export_onnx": "refquant.io.onnx_export",
     "load_quantized_onnx": "refquant.io.onnx_quantized_import",
-    "export_corpus": "refquant.conformance", "verify_corpus": "refquant.conformance",
-    "MixedQuantizer": "refquant.mixed", "MixedModel": "refquant.mixed",
+    "export_corpus": "refquant.conformance",
+    "verify_corpus": "refquant.conformance",
+    "MixedQuantizer": "refquant.mixed",
+    "MixedModel": "refquant.mixed",
 }
 
 _SUBMODULES = {

@@ -199,8 +199,10 @@ def test_augmented_set_is_seeded_and_starts_with_centre_crops():
     import _common as C
 
     rng = np.random.default_rng(1)
-    photos = [rng.integers(0, 256, size=s, dtype=np.uint8) for s in
-              [(300, 400, 3), (260, 240, 3)]]  # fmt: skip
+    photos = [
+        rng.integers(0, 256, size=s, dtype=np.uint8)
+        for s in [(300, 400, 3), (260, 240, 3)]
+    ]
     a = C.augmented_u8(photos, 6, seed=5)
     assert a.shape == (6, 224, 224, 3) and a.dtype == np.uint8
     assert np.array_equal(a[:2], C.imagenet_center_u8(photos))

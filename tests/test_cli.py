@@ -27,22 +27,39 @@ def write_keras_cnn(path, rng):
     """Keras 3 layout: Conv2D(relu) - MaxPool - Flatten - Dense(4) on 6x6x2."""
     layers = [
         layer("InputLayer", "image", batch_shape=[None, 6, 6, 2]),
-        layer("Conv2D", "conv", filters=3, kernel_size=[3, 3], strides=[1, 1],
-              padding="same", activation="relu", use_bias=True,
-              data_format="channels_last", dilation_rate=[1, 1], groups=1),
-        layer("MaxPooling2D", "pool", pool_size=[2, 2], strides=[2, 2],
-              padding="valid"),
+        layer(
+            "Conv2D",
+            "conv",
+            filters=3,
+            kernel_size=[3, 3],
+            strides=[1, 1],
+            padding="same",
+            activation="relu",
+            use_bias=True,
+            data_format="channels_last",
+            dilation_rate=[1, 1],
+            groups=1,
+        ),
+        layer(
+            "MaxPooling2D", "pool", pool_size=[2, 2], strides=[2, 2], padding="valid"
+        ),
         layer("Flatten", "flat"),
         layer("Dense", "logits", units=4, activation="linear", use_bias=True),
-    ]  # fmt: skip
+    ]
     weights = {
-        "conv": [("kernel", rng.standard_normal((3, 3, 2, 3))),
-                 ("bias", rng.standard_normal(3) * 0.1)],
-        "logits": [("kernel", rng.standard_normal((27, 4))),
-                   ("bias", rng.standard_normal(4) * 0.1)],
-    }  # fmt: skip
-    config = {"class_name": "Sequential",
-              "config": {"name": "sequential", "layers": layers}}  # fmt: skip
+        "conv": [
+            ("kernel", rng.standard_normal((3, 3, 2, 3))),
+            ("bias", rng.standard_normal(3) * 0.1),
+        ],
+        "logits": [
+            ("kernel", rng.standard_normal((27, 4))),
+            ("bias", rng.standard_normal(4) * 0.1),
+        ],
+    }
+    config = {
+        "class_name": "Sequential",
+        "config": {"name": "sequential", "layers": layers},
+    }
     names = [ly["config"]["name"] for ly in layers[1:]]
     with h5py.File(path, "w") as f:
         f.attrs["keras_version"] = "3.15.1"
@@ -96,8 +113,18 @@ def exits_2(capsys, *argv) -> str:
 def test_quantize_then_evaluate(files, capsys):
     tmp, model = files
     out = tmp / "cnn-int8.h5"
-    code, text, _ = run_cli(capsys, "quantize", model, "--data", tmp / "data.npz",
-                            "--calibration-samples", 20, "-o", out, "-q")  # fmt: skip
+    code, text, _ = run_cli(
+        capsys,
+        "quantize",
+        model,
+        "--data",
+        tmp / "data.npz",
+        "--calibration-samples",
+        20,
+        "-o",
+        out,
+        "-q",
+    )
     assert code == 0
     assert "wrote:" in text and str(out) in text
     qm = load_quantized_model(out)
@@ -115,8 +142,7 @@ def test_quantize_then_evaluate(files, capsys):
         "-q",
     )
     assert code == 0
-    for field in ("size:", "top-1:", "agreement:", "recommendation:",
-                  "SQNR per layer"):  # fmt: skip
+    for field in ("size:", "top-1:", "agreement:", "recommendation:", "SQNR per layer"):
         assert field in text, field
     report = json.loads((tmp / "rep" / "report-cnn-int8.json").read_text())
     assert report["num_samples"] == 40 and report["num_classes"] == 4
@@ -128,12 +154,38 @@ def test_quantize_then_evaluate(files, capsys):
 def test_evaluate_with_separate_labels_and_profile(files, capsys):
     tmp, model = files
     out = tmp / "q.h5"
-    assert run_cli(capsys, "quantize", model, "--data", tmp / "x.npy", "-o", out,
-                   "--observer", "percentile", "-q")[0] == 0  # fmt: skip
-    code, text, _ = run_cli(capsys, "evaluate", model, out, "--data", tmp / "x.npy",
-                            "--labels", tmp / "labels.npy", "--profile",
-                            "tflite_reference", "--layer-sqnr", 8, "--out",
-                            tmp / "r", "-q")  # fmt: skip
+    assert (
+        run_cli(
+            capsys,
+            "quantize",
+            model,
+            "--data",
+            tmp / "x.npy",
+            "-o",
+            out,
+            "--observer",
+            "percentile",
+            "-q",
+        )[0]
+        == 0
+    )
+    code, text, _ = run_cli(
+        capsys,
+        "evaluate",
+        model,
+        out,
+        "--data",
+        tmp / "x.npy",
+        "--labels",
+        tmp / "labels.npy",
+        "--profile",
+        "tflite_reference",
+        "--layer-sqnr",
+        8,
+        "--out",
+        tmp / "r",
+        "-q",
+    )
     assert code == 0 and "profile tflite_reference" in text
     assert "over the first 8 inputs" in text
 
@@ -142,11 +194,22 @@ def test_evaluate_with_separate_labels_and_profile(files, capsys):
     "extra, mode_text",
     [
         (["--mode", "dynamic"], "dynamic"),
-        (["--mode", "weight_only", "--weight-bits", "4", "--granularity",
-          "per_group", "--group-size", "9"], "int4 weights per_group (group 9)"),
+        (
+            [
+                "--mode",
+                "weight_only",
+                "--weight-bits",
+                "4",
+                "--granularity",
+                "per_group",
+                "--group-size",
+                "9",
+            ],
+            "int4 weights per_group (group 9)",
+        ),
         (["--per-tensor"], "int8 weights per_tensor"),
     ],
-)  # fmt: skip
+)
 def test_quantize_modes(files, capsys, extra, mode_text):
     tmp, model = files
     out = tmp / "m.h5"
@@ -159,22 +222,46 @@ def test_quantize_modes(files, capsys, extra, mode_text):
 def test_pth_state_dict_with_arch(tmp_path, capsys):
     torch = pytest.importorskip("torch")
     rng = np.random.default_rng(1)
-    shapes = {"features.0.weight": (2, 1, 3, 3), "features.0.bias": (2,),
-              "features.3.weight": (3, 2, 3, 3), "features.3.bias": (3,),
-              "classifier.0.weight": (8, 3 * 7 * 7), "classifier.0.bias": (8,),
-              "classifier.2.weight": (10, 8), "classifier.2.bias": (10,)}  # fmt: skip
-    sd = {k: torch.tensor(rng.standard_normal(s).astype(np.float32))
-          for k, s in shapes.items()}  # fmt: skip
+    shapes = {
+        "features.0.weight": (2, 1, 3, 3),
+        "features.0.bias": (2,),
+        "features.3.weight": (3, 2, 3, 3),
+        "features.3.bias": (3,),
+        "classifier.0.weight": (8, 3 * 7 * 7),
+        "classifier.0.bias": (8,),
+        "classifier.2.weight": (10, 8),
+        "classifier.2.bias": (10,),
+    }
+    sd = {
+        k: torch.tensor(rng.standard_normal(s).astype(np.float32))
+        for k, s in shapes.items()
+    }
     torch.save(sd, tmp_path / "tiny.pth")
     images = rng.integers(0, 256, (30, 28, 28), dtype=np.uint8)
     np.savez(tmp_path / "digits.npz", images=images, labels=np.arange(30) % 10)
     out = tmp_path / "tiny-int8.h5"
-    code, text, _ = run_cli(capsys, "quantize", tmp_path / "tiny.pth", "--arch",
-                            "mnist_cnn", "--data", tmp_path / "digits.npz", "-o",
-                            out, "-q")  # fmt: skip
+    code, text, _ = run_cli(
+        capsys,
+        "quantize",
+        tmp_path / "tiny.pth",
+        "--arch",
+        "mnist_cnn",
+        "--data",
+        tmp_path / "digits.npz",
+        "-o",
+        out,
+        "-q",
+    )
     assert code == 0
-    argv = ["--arch", "mnist_cnn", "--data", tmp_path / "digits.npz", "--out",
-            tmp_path, "-q"]  # fmt: skip
+    argv = [
+        "--arch",
+        "mnist_cnn",
+        "--data",
+        tmp_path / "digits.npz",
+        "--out",
+        tmp_path,
+        "-q",
+    ]
     code, text, _ = run_cli(capsys, "evaluate", tmp_path / "tiny.pth", out, *argv)
     assert code == 0 and "30 evaluated inputs, 10 classes" in text
 
@@ -204,21 +291,35 @@ def test_quantize_invalid_arguments(files, capsys):
         (["quantize", model, "--data", tmp / "nope.npz"], "--data"),
         (["quantize", model, "--data", bad_shape], "shape (5, 5, 2)"),
         (["quantize", model, "--data", data, "--weight-bits", 9], "--weight-bits"),
-        (["quantize", model, "--data", data, "--granularity", "per_group",
-          "--group-size", 8], "--mode weight_only"),
-        (["quantize", model, "--mode", "weight_only", "--granularity",
-          "per_group"], "--group-size"),
+        (
+            [
+                "quantize",
+                model,
+                "--data",
+                data,
+                "--granularity",
+                "per_group",
+                "--group-size",
+                8,
+            ],
+            "--mode weight_only",
+        ),
+        (
+            ["quantize", model, "--mode", "weight_only", "--granularity", "per_group"],
+            "--group-size",
+        ),
         (["quantize", model, "--data", data, "--group-size", 8], "--group-size"),
-        (["quantize", model, "--data", data, "--calibration-samples", 0],
-         "--calibration-samples"),
+        (
+            ["quantize", model, "--data", data, "--calibration-samples", 0],
+            "--calibration-samples",
+        ),
         (["quantize", model, "--data", data, "--batch-size", 0], "--batch-size"),
-        (["quantize", model, "--data", data, "--preprocess", "mnist"],
-         "--preprocess"),
+        (["quantize", model, "--data", data, "--preprocess", "mnist"], "--preprocess"),
         (["quantize", model, "--data", data, "--mode", "int3"], "--mode"),
         (["quantize", model, "--data", data, "--observer", "magic"], "--observer"),
         (["quantize", model, "--data", data, "-o", tmp / "out.txt"], "--output"),
         (["quantize", model, "--data", data, "--x-key", "pixels"], "x_key"),
-    ]  # fmt: skip
+    ]
     for argv, name in cases:
         err = exits_2(capsys, *argv)
         assert name in err, (argv, err)
@@ -233,8 +334,10 @@ def test_pth_without_arch_names_the_argument(tmp_path, capsys):
 def test_evaluate_invalid_arguments(files, capsys):
     tmp, model = files
     q = tmp / "q.h5"
-    assert run_cli(capsys, "quantize", model, "--data", tmp / "data.npz", "-o", q,
-                   "-q")[0] == 0  # fmt: skip
+    assert (
+        run_cli(capsys, "quantize", model, "--data", tmp / "data.npz", "-o", q, "-q")[0]
+        == 0
+    )
     other = write_keras_cnn(tmp / "other.h5", np.random.default_rng(9))
     with h5py.File(other, "r+") as f:  # same layers, another name for the conv
         cfg = json.loads(f.attrs["model_config"])
@@ -246,13 +349,16 @@ def test_evaluate_invalid_arguments(files, capsys):
             ["sequential/conv_b/kernel", "sequential/conv_b/bias"], dtype=object
         )
         f["model_weights"].attrs["layer_names"] = np.array(
-            ["conv_b", "pool", "flat", "logits"], dtype=object)  # fmt: skip
+            ["conv_b", "pool", "flat", "logits"], dtype=object
+        )
     np.save(tmp / "short.npy", np.zeros(5, np.int64))
     (tmp / "afile").write_text("x")
     base = ["evaluate", model, q, "--data", tmp / "data.npz"]
     cases = [
-        (["evaluate", model, tmp / "missing.h5", "--data", tmp / "data.npz"],
-         "QUANTIZED.h5"),
+        (
+            ["evaluate", model, tmp / "missing.h5", "--data", tmp / "data.npz"],
+            "QUANTIZED.h5",
+        ),
         (["evaluate", model, model, "--data", tmp / "data.npz"], "QUANTIZED.h5"),
         (["evaluate", other, q, "--data", tmp / "data.npz"], "not in MODEL"),
         ([*base, "--labels", tmp / "short.npy"], "--labels"),
@@ -261,7 +367,7 @@ def test_evaluate_invalid_arguments(files, capsys):
         ([*base, "--out", tmp / "afile"], "--out"),
         ([*base, "--class-names", tmp / "afile"], "--class-names"),
         (["evaluate", model, q], "--data"),
-    ]  # fmt: skip
+    ]
     for argv, name in cases:
         err = exits_2(capsys, *argv)
         assert name in err, (argv, err)
@@ -271,10 +377,12 @@ def test_demo_invalid_arguments(tmp_path, capsys):
     for argv, name in [
         (["demo", "--model", "resnet50"], "--model"),
         (["demo", "--calibration", 0, "--out", tmp_path], "--calibration"),
-        (["demo", "--model", "mobilenet_v2", "--calibration", 24, "--out",
-          tmp_path], "--calibration"),
+        (
+            ["demo", "--model", "mobilenet_v2", "--calibration", 24, "--out", tmp_path],
+            "--calibration",
+        ),
         (["demo", "--profile", "fast"], "--profile"),
-    ]:  # fmt: skip
+    ]:
         err = exits_2(capsys, *argv)
         assert name in err, (argv, err)
 
@@ -302,9 +410,14 @@ def test_demo_on_real_mnist(tmp_path, capsys):
     assert report["flips"]["agreement"] >= 0.998
     assert report["accuracy_drop_points"] <= 0.1
     assert report["sizes"]["ratio"] >= 3.9
-    assert set(report["layer_sqnr_db"]) == {"features.0", "features.2", "features.3",
-                                            "features.5", "classifier.0",
-                                            "classifier.2"}  # fmt: skip
+    assert set(report["layer_sqnr_db"]) == {
+        "features.0",
+        "features.2",
+        "features.3",
+        "features.5",
+        "classifier.0",
+        "classifier.2",
+    }
     assert (tmp_path / "report-mnist_cnn.md").is_file()
     assert load_quantized_model(tmp_path / "mnist_cnn-int8.h5").mode == "static"
     assert "evaluating:" in err  # progress on stderr
@@ -317,9 +430,21 @@ def test_quantize_under_a_size_budget_writes_a_mixed_model(files, capsys):
     tmp, model = files
     out = tmp / "mixed.h5"
     code, text, _ = run_cli(
-        capsys, "quantize", model, "--data", tmp / "data.npz", "--y-key", "y",
-        "--size-budget", "3x", "--sensitivity-samples", "16", "-o", out, "-q",
-    )  # fmt: skip
+        capsys,
+        "quantize",
+        model,
+        "--data",
+        tmp / "data.npz",
+        "--y-key",
+        "y",
+        "--size-budget",
+        "3x",
+        "--sensitivity-samples",
+        "16",
+        "-o",
+        out,
+        "-q",
+    )
     assert code == 0, text
     budget = int(re.search(r"'bytes': (\d+)", text).group(1))
     size = int(re.search(r"measured:    bytes = (\d+)", text).group(1))
@@ -331,7 +456,16 @@ def test_quantize_under_a_size_budget_writes_a_mixed_model(files, capsys):
 def test_budget_options_reject_non_static_modes(files, capsys):
     tmp, model = files
     err = exits_2(
-        capsys, "quantize", model, "--data", tmp / "x.npy", "--mode", "dynamic",
-        "--size-budget", "3x", "-o", tmp / "m.h5",
-    )  # fmt: skip
+        capsys,
+        "quantize",
+        model,
+        "--data",
+        tmp / "x.npy",
+        "--mode",
+        "dynamic",
+        "--size-budget",
+        "3x",
+        "-o",
+        tmp / "m.h5",
+    )
     assert "--mode" in err and "dynamic" in err

@@ -123,16 +123,33 @@ def test_fully_connected_float_route_is_bit_identical(data):
     prof = PROFILES[profile]
     try:
         want = requantize_accumulator(
-            check_accumulator(acc, prof.for_op("fully_connected"), bits=64 if
-                              x_dtype == np.int16 else 32),
-            s_x, s_w, s_y, 0, out_dtype, prof.for_op("fully_connected"),
-        )  # fmt: skip
+            check_accumulator(
+                acc,
+                prof.for_op("fully_connected"),
+                bits=64 if x_dtype == np.int16 else 32,
+            ),
+            s_x,
+            s_w,
+            s_y,
+            0,
+            out_dtype,
+            prof.for_op("fully_connected"),
+        )
     except Exception as exc:  # the kernel must raise the same error
         with pytest.raises(type(exc)):
             fully_connected(
-                x, s_x, zx, w, s_w, 0, bias, s_y, 0, out_dtype=out_dtype,
+                x,
+                s_x,
+                zx,
+                w,
+                s_w,
+                0,
+                bias,
+                s_y,
+                0,
+                out_dtype=out_dtype,
                 profile=profile,
-            )  # fmt: skip
+            )
         return
     got = fully_connected(
         x, s_x, zx, w, s_w, 0, bias, s_y, 0, out_dtype=out_dtype, profile=profile
@@ -151,10 +168,11 @@ def test_fully_connected_float_route_hand_example():
     w = np.where(np.arange(1025) % 2 == 0, 1, -1).astype(np.int8)[None, :]
     assert exact_affine_gemm(x, 0, w.T, 0, result="float").dtype.kind == "f"
     got = {
-        p: fully_connected(x, 1.0, 0, w, 1.0, 0, np.array([100]), 2.0, 0,
-                           profile=p).tolist()
+        p: fully_connected(
+            x, 1.0, 0, w, 1.0, 0, np.array([100]), 2.0, 0, profile=p
+        ).tolist()
         for p in ("tflite_reference", "onnxruntime", "exact")
-    }  # fmt: skip
+    }
     assert got == {
         "tflite_reference": [[51]],
         "onnxruntime": [[50]],

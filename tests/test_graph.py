@@ -120,8 +120,9 @@ def test_node_rejects_bad_types_and_batchnorm_params():
     with pytest.raises(InvalidTypeError, match="name must be"):
         Node(3, "ReLU", ["x"])
     with pytest.raises(InvalidArgumentError, match="'var' must be >= 0"):
-        Node("b", "BatchNorm", "x", {"gamma": [1], "beta": [0], "mean": [0],
-                                     "var": [-1]})  # fmt: skip
+        Node(
+            "b", "BatchNorm", "x", {"gamma": [1], "beta": [0], "mean": [0], "var": [-1]}
+        )
     with pytest.raises(InvalidArgumentError, match="needs attr 'pool_size'"):
         Node("p", "MaxPool", "x")
     with pytest.raises(InvalidArgumentError, match="takes 2 to any number"):
@@ -253,25 +254,42 @@ def test_conv2d_matches_direct_oracle(h, w, cin, cout, k, s, d, pad, groups):
     x = r.standard_normal((2, h, w, cin)).astype(np.float32)
     wt = r.standard_normal((cout, *k, cin // groups)).astype(np.float32)
     b = r.standard_normal(cout).astype(np.float32)
-    g = one("Conv2D", params={"weight": wt, "bias": b}, strides=s, dilations=d,
-            padding=pad, groups=groups)  # fmt: skip
+    g = one(
+        "Conv2D",
+        params={"weight": wt, "bias": b},
+        strides=s,
+        dilations=d,
+        padding=pad,
+        groups=groups,
+    )
     pads = resolve_padding((h, w), k, s, d, pad if pad != "same" else "same")
     y64, mag = conv_oracle(x, wt, b, s, d, pads, groups)
     assert_within_dot_bound(g.run(x), y64, mag, k[0] * k[1] * cin // groups)
 
 
 @pytest.mark.parametrize("mult", [1, 2])
-@pytest.mark.parametrize("s, d, pad", [((1, 1), (1, 1), "same"),
-                                       ((2, 2), (1, 1), ((1, 1), (1, 1))),
-                                       ((2, 1), (1, 2), "valid")])  # fmt: skip
+@pytest.mark.parametrize(
+    "s, d, pad",
+    [
+        ((1, 1), (1, 1), "same"),
+        ((2, 2), (1, 1), ((1, 1), (1, 1))),
+        ((2, 1), (1, 2), "valid"),
+    ],
+)
 def test_depthwise_matches_grouped_conv_oracle(mult, s, d, pad):
     r = rng(mult)
     c = 3
     x = r.standard_normal((2, 7, 6, c)).astype(np.float32)
     wt = r.standard_normal((1, 3, 3, c * mult)).astype(np.float32)
     b = r.standard_normal(c * mult).astype(np.float32)
-    g = one("DepthwiseConv2D", params={"weight": wt, "bias": b}, strides=s,
-            dilations=d, padding=pad, depth_multiplier=mult)  # fmt: skip
+    g = one(
+        "DepthwiseConv2D",
+        params={"weight": wt, "bias": b},
+        strides=s,
+        dilations=d,
+        padding=pad,
+        depth_multiplier=mult,
+    )
     # depthwise == grouped conv with groups=C, C_in/groups = 1, w[o] = wt[..., o]
     w_conv = wt.transpose(3, 1, 2, 0)  # (C*M, 3, 3, 1)
     pads = resolve_padding((7, 6), (3, 3), s, d, pad)
@@ -282,8 +300,11 @@ def test_depthwise_matches_grouped_conv_oracle(mult, s, d, pad):
 def test_conv_hand_example_and_activation():
     # 1x3x3x1 input 1..9, 2x2 kernel of ones, stride 1, valid -> sums of 2x2 blocks
     x = np.arange(1, 10, dtype=np.float32).reshape(1, 3, 3, 1)
-    g = one("Conv2D", params={"weight": np.ones((1, 2, 2, 1)), "bias": [-14.0]},
-            activation="relu6")  # fmt: skip
+    g = one(
+        "Conv2D",
+        params={"weight": np.ones((1, 2, 2, 1)), "bias": [-14.0]},
+        activation="relu6",
+    )
     # sums 12, 16, 24, 28 ; minus 14 -> -2, 2, 10, 14 ; relu6 -> 0, 2, 6, 6
     np.testing.assert_array_equal(g.run(x).ravel(), [0, 2, 6, 6])
 
@@ -299,9 +320,12 @@ def test_conv_rejects_mismatched_input():
 
 
 @given(
-    st.integers(1, 9), st.integers(1, 4), st.integers(1, 3), st.integers(1, 2),
+    st.integers(1, 9),
+    st.integers(1, 4),
+    st.integers(1, 3),
+    st.integers(1, 2),
     st.sampled_from(["valid", "same"]),
-)  # fmt: skip
+)
 def test_resolve_padding_same_gives_ceil_output(size, k, s, d, padding):
     (pads, _) = resolve_padding((size, size), (k, k), (s, s), (d, d), padding)
     span = (k - 1) * d + 1
@@ -317,8 +341,11 @@ def test_resolve_padding_same_gives_ceil_output(size, k, s, d, padding):
 def test_dense_and_batch_norm_hand_values():
     g = one("Dense", params={"weight": [[1.0, 2.0], [0.0, -1.0]], "bias": [1, 0]})
     np.testing.assert_array_equal(g.run(np.array([[3.0, 4.0]])), [[12.0, -4.0]])
-    bn = one("BatchNorm", params={"gamma": [2.0], "beta": [1.0], "mean": [3.0],
-                                  "var": [3.75]}, epsilon=0.25)  # fmt: skip
+    bn = one(
+        "BatchNorm",
+        params={"gamma": [2.0], "beta": [1.0], "mean": [3.0], "var": [3.75]},
+        epsilon=0.25,
+    )
     # (5 - 3) / sqrt(4) * 2 + 1 = 3
     np.testing.assert_array_equal(bn.run(np.array([[5.0]])), [[3.0]])
 
@@ -336,8 +363,9 @@ def test_pooling_hand_values():
     ap_incl = one("AvgPool", pool_size=2, padding="same", count_include_pad=True)
     np.testing.assert_array_equal(ap_incl.run(x3).ravel(), [2, 7 / 4, 13 / 4, 2])
     mp_same = one("MaxPool", pool_size=2, padding="same")
-    np.testing.assert_array_equal((-x3 - 1)[0, ::2, ::2, 0].ravel(),
-                                  mp_same.run(-x3 - 1).ravel())  # fmt: skip
+    np.testing.assert_array_equal(
+        (-x3 - 1)[0, ::2, ::2, 0].ravel(), mp_same.run(-x3 - 1).ravel()
+    )
     gap = one("GlobalAvgPool")
     np.testing.assert_array_equal(gap.run(x3), [[4.0]])
     assert one("GlobalAvgPool", keepdims=True).run(x3).shape == (1, 1, 1, 1)
@@ -347,8 +375,9 @@ def test_elementwise_and_layout_ops():
     x = np.array([[-2.0, 0.0, 3.0, 8.0]], np.float32)
     np.testing.assert_array_equal(one("ReLU").run(x), [[0, 0, 3, 8]])
     np.testing.assert_array_equal(one("ReLU6").run(x), [[0, 0, 3, 6]])
-    np.testing.assert_allclose(one("Tanh").run(x), np.tanh(x.astype(np.float64)),
-                               rtol=4 * U32, atol=0)  # fmt: skip
+    np.testing.assert_allclose(
+        one("Tanh").run(x), np.tanh(x.astype(np.float64)), rtol=4 * U32, atol=0
+    )
     sig64 = 1 / (1 + np.exp(-x.astype(np.float64)))
     np.testing.assert_allclose(one("Sigmoid").run(x), sig64, rtol=8 * U32)
     big = np.array([[1000.0, 0.0, -1000.0]], np.float32)
@@ -356,8 +385,9 @@ def test_elementwise_and_layout_ops():
     sm = one("Softmax").run(np.array([[0.0, np.log(3.0)]], np.float32))
     np.testing.assert_allclose(sm, [[0.25, 0.75]], rtol=8 * U32)
     np.testing.assert_allclose(one("Softmax").run(big).sum(), 1.0, rtol=4 * U32)
-    g = Graph([Node("y", "Add", ["a", "b"], attrs={"activation": "relu"})],
-              ["a", "b"], "y")  # fmt: skip
+    g = Graph(
+        [Node("y", "Add", ["a", "b"], attrs={"activation": "relu"})], ["a", "b"], "y"
+    )
     np.testing.assert_array_equal(g.run({"a": x, "b": x}), [[0, 0, 6, 16]])
     with pytest.raises(InvalidArgumentError, match="share one shape"):
         g.run({"a": x, "b": x[:, :2]})
@@ -367,8 +397,9 @@ def test_elementwise_and_layout_ops():
         cat.run({"a": x[:, :1], "b": x[:1, 1:].reshape(1, 3, 1)})
     x4 = np.arange(12, dtype=np.float32).reshape(1, 2, 3, 2)
     np.testing.assert_array_equal(one("Flatten").run(x4), x4.reshape(1, 12))
-    np.testing.assert_array_equal(one("Reshape", shape=(6, -1)).run(x4),
-                                  x4.reshape(1, 6, 2))  # fmt: skip
+    np.testing.assert_array_equal(
+        one("Reshape", shape=(6, -1)).run(x4), x4.reshape(1, 6, 2)
+    )
     with pytest.raises(InvalidArgumentError, match="Reshape cannot"):
         one("Reshape", shape=(5,)).run(x4)
     p = one("Pad", paddings=((0, 0), (1, 0), (0, 0), (0, 1)), value=-1.0).run(x4)

@@ -136,8 +136,7 @@ def test_hard_sigmoid_hand_values():
 def test_hard_sigmoid_matches_oracle():
     x = rand((4, 50)) * 4
     a, b = 1 / 6, 0.5
-    want = np.clip(r32(r32(x.astype(np.float64) * F32(a)).astype(np.float64) + b),
-                   0, 1)  # fmt: skip
+    want = np.clip(r32(r32(x.astype(np.float64) * F32(a)).astype(np.float64) + b), 0, 1)
     assert np.array_equal(run1("HardSigmoid", x, alpha=a, beta=b), want)
 
 

@@ -34,7 +34,7 @@ def write_h5(path, model_config, weights, layout, model_name="sequential"):
         if (layout == "tf_keras")
         else (lambda names: np.array(names, dtype=object))
     )
-    layers = model_config["config"]["layers"]  # fmt: skip
+    layers = model_config["config"]["layers"]
     names = [ly["config"]["name"] for ly in layers if ly["class_name"] != "InputLayer"]
     with h5py.File(path, "w") as f:
         f.attrs["keras_version"] = "3.15.1" if layout == "keras3" else "2.21.0"
@@ -46,8 +46,11 @@ def write_h5(path, model_config, weights, layout, model_name="sequential"):
             g = mw.create_group(name)
             wnames = []
             for short, arr in weights.get(name, []):
-                wname = (f"{model_name}/{name}/{short}" if layout == "keras3"
-                         else f"{name}/{short}:0")  # fmt: skip
+                wname = (
+                    f"{model_name}/{name}/{short}"
+                    if layout == "keras3"
+                    else f"{name}/{short}:0"
+                )
                 g.create_dataset(wname, data=np.asarray(arr, np.float32))
                 wnames.append(wname)
             g.attrs["weight_names"] = as_attr(wnames) if wnames else np.zeros(0)
@@ -63,8 +66,11 @@ def conv_hwio(x, k, b, pads, stride=1):
     y = np.zeros((x.shape[0], oh, ow, k.shape[3]))
     for i in range(kh):
         for j in range(kw):
-            patch = xp[:, i : i + (oh - 1) * stride + 1 : stride,
-                       j : j + (ow - 1) * stride + 1 : stride]  # fmt: skip
+            patch = xp[
+                :,
+                i : i + (oh - 1) * stride + 1 : stride,
+                j : j + (ow - 1) * stride + 1 : stride,
+            ]
             y += np.einsum("nhwc,co->nhwo", patch, k[i, j])
     return y + b
 
@@ -88,40 +94,69 @@ def close(got, want):
 def sequential_model(r, cls_input_key):
     layers = [
         layer("InputLayer", "image", **{cls_input_key: [None, 6, 6, 2]}),
-        layer("Conv2D", "conv1", filters=3, kernel_size=[3, 3], strides=[1, 1],
-              padding="same", activation="relu", use_bias=True,
-              data_format="channels_last", dilation_rate=[1, 1], groups=1),
-        layer("BatchNormalization", "bn1", axis=-1, epsilon=0.001, center=True,
-              scale=True),
+        layer(
+            "Conv2D",
+            "conv1",
+            filters=3,
+            kernel_size=[3, 3],
+            strides=[1, 1],
+            padding="same",
+            activation="relu",
+            use_bias=True,
+            data_format="channels_last",
+            dilation_rate=[1, 1],
+            groups=1,
+        ),
+        layer(
+            "BatchNormalization", "bn1", axis=-1, epsilon=0.001, center=True, scale=True
+        ),
         layer("ReLU", "relu6", max_value=6.0, negative_slope=0.0, threshold=0.0),
-        layer("DepthwiseConv2D", "dw", kernel_size=[3, 3], strides=[1, 1],
-              padding="valid", depth_multiplier=2, activation="linear",
-              use_bias=False),
-        layer("MaxPooling2D", "pool", pool_size=[2, 2], strides=[2, 2],
-              padding="valid"),
+        layer(
+            "DepthwiseConv2D",
+            "dw",
+            kernel_size=[3, 3],
+            strides=[1, 1],
+            padding="valid",
+            depth_multiplier=2,
+            activation="linear",
+            use_bias=False,
+        ),
+        layer(
+            "MaxPooling2D", "pool", pool_size=[2, 2], strides=[2, 2], padding="valid"
+        ),
         layer("Dropout", "drop", rate=0.5),
         layer("Flatten", "flat"),
         layer("Dense", "logits", units=4, activation="softmax", use_bias=True),
-    ]  # fmt: skip
+    ]
     w = {
-        "conv1": [("kernel", r.standard_normal((3, 3, 2, 3))),
-                  ("bias", r.standard_normal(3))],
-        "bn1": [("gamma", r.uniform(0.5, 2, 3)), ("beta", r.standard_normal(3)),
-                ("moving_mean", r.standard_normal(3)),
-                ("moving_variance", r.uniform(0.5, 2, 3))],
+        "conv1": [
+            ("kernel", r.standard_normal((3, 3, 2, 3))),
+            ("bias", r.standard_normal(3)),
+        ],
+        "bn1": [
+            ("gamma", r.uniform(0.5, 2, 3)),
+            ("beta", r.standard_normal(3)),
+            ("moving_mean", r.standard_normal(3)),
+            ("moving_variance", r.uniform(0.5, 2, 3)),
+        ],
         "dw": [("depthwise_kernel", r.standard_normal((3, 3, 3, 2)))],
-        "logits": [("kernel", r.standard_normal((24, 4))),
-                   ("bias", r.standard_normal(4))],
-    }  # fmt: skip
-    config = {"class_name": "Sequential",
-              "config": {"name": "sequential", "layers": layers}}  # fmt: skip
+        "logits": [
+            ("kernel", r.standard_normal((24, 4))),
+            ("bias", r.standard_normal(4)),
+        ],
+    }
+    config = {
+        "class_name": "Sequential",
+        "config": {"name": "sequential", "layers": layers},
+    }
     return config, {k: [(s, np.float32(a)) for s, a in v] for k, v in w.items()}
 
 
 def sequential_oracle(x, w):
     p = {k: {s: a.astype(np.float64) for s, a in v} for k, v in w.items()}
-    h = np.maximum(conv_hwio(x, p["conv1"]["kernel"], p["conv1"]["bias"],
-                             ((1, 1), (1, 1))), 0)  # fmt: skip
+    h = np.maximum(
+        conv_hwio(x, p["conv1"]["kernel"], p["conv1"]["bias"], ((1, 1), (1, 1))), 0
+    )
     bn = p["bn1"]
     h = (h - bn["moving_mean"]) / np.sqrt(bn["moving_variance"] + 1e-3)
     h = np.clip(h * bn["gamma"] + bn["beta"], 0, 6)
@@ -141,9 +176,16 @@ def test_sequential_both_layouts(tmp_path, layout):
     if layout == "tf_keras":  # tf-keras names the depthwise kernel differently
         config["config"]["layers"][4]["config"]["name"] = "dw"
     g = load_keras_h5(write_h5(tmp_path / "m.h5", config, w, layout))
-    assert [n.op for n in g.nodes] == ["Conv2D", "BatchNorm", "ReLU6",
-                                       "DepthwiseConv2D", "MaxPool", "Flatten",
-                                       "Dense", "Softmax"]  # fmt: skip
+    assert [n.op for n in g.nodes] == [
+        "Conv2D",
+        "BatchNorm",
+        "ReLU6",
+        "DepthwiseConv2D",
+        "MaxPool",
+        "Flatten",
+        "Dense",
+        "Softmax",
+    ]
     assert g.inputs == ("image",) and g.outputs == ("logits",)
     assert g.node("conv1").attrs["activation"] == "relu"
     assert g.node("conv1").params["weight"].shape == (3, 3, 3, 2)  # OHWI
@@ -159,16 +201,25 @@ def test_keras3_depthwise_variable_named_kernel(tmp_path):
     w["dw"] = [("kernel", w["dw"][0][1])]
     g = load_keras_h5(write_h5(tmp_path / "m.h5", config, w, "keras3"))
     x = r.standard_normal((2, 6, 6, 2)).astype(np.float32)
-    close(g.run(x), sequential_oracle(x.astype(np.float64), {**w, "dw": [
-        ("depthwise_kernel", w["dw"][0][1])]}))  # fmt: skip
+    close(
+        g.run(x),
+        sequential_oracle(
+            x.astype(np.float64), {**w, "dw": [("depthwise_kernel", w["dw"][0][1])]}
+        ),
+    )
 
 
 # ---------------------------------------------------------------- functional
 def ref(name, layout):
     if layout == "keras3":
-        return {"class_name": "__keras_tensor__",
-                "config": {"shape": None, "dtype": "float32",
-                           "keras_history": [name, 0, 0]}}  # fmt: skip
+        return {
+            "class_name": "__keras_tensor__",
+            "config": {
+                "shape": None,
+                "dtype": "float32",
+                "keras_history": [name, 0, 0],
+            },
+        }
     return [name, 0, 0, {}]
 
 
@@ -189,23 +240,47 @@ def functional_model(layout):
     inp["name"], inp["inbound_nodes"] = "x", []
     layers = [
         inp,
-        call("Conv2D", "c", ["x"], layout, filters=3, kernel_size=[1, 1],
-             strides=[1, 1], padding="valid", activation="linear", use_bias=True),
+        call(
+            "Conv2D",
+            "c",
+            ["x"],
+            layout,
+            filters=3,
+            kernel_size=[1, 1],
+            strides=[1, 1],
+            padding="valid",
+            activation="linear",
+            use_bias=True,
+        ),
         call("Add", "add", ["x", "c"], layout),
         call("Activation", "act", ["add"], layout, activation="relu"),
         call("ZeroPadding2D", "zp", ["act"], layout, padding=[[1, 0], [0, 1]]),
-        call("AveragePooling2D", "ap", ["zp"], layout, pool_size=[2, 2],
-             strides=[2, 2], padding="valid"),
+        call(
+            "AveragePooling2D",
+            "ap",
+            ["zp"],
+            layout,
+            pool_size=[2, 2],
+            strides=[2, 2],
+            padding="valid",
+        ),
         call("GlobalAveragePooling2D", "gap", ["ap"], layout, keepdims=False),
         call("GlobalAveragePooling2D", "gap2", ["x"], layout),
         call("Concatenate", "cat", ["gap", "gap2"], layout, axis=-1),
-        call("Dense", "out", ["cat"], layout, units=2, activation="tanh",
-             use_bias=False),
-    ]  # fmt: skip
+        call(
+            "Dense", "out", ["cat"], layout, units=2, activation="tanh", use_bias=False
+        ),
+    ]
     outputs = [["out", 0, 0]] if layout == "tf_keras" else ["out", 0, 0]
-    return {"class_name": "Functional", "config": {
-        "name": "resnet", "layers": layers, "input_layers": [["x", 0, 0]],
-        "output_layers": outputs}}  # fmt: skip
+    return {
+        "class_name": "Functional",
+        "config": {
+            "name": "resnet",
+            "layers": layers,
+            "input_layers": [["x", 0, 0]],
+            "output_layers": outputs,
+        },
+    }
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
@@ -228,9 +303,16 @@ def test_functional_residual_both_layouts(tmp_path, layout):
 
 # ---------------------------------------------------------------- errors
 def test_unsupported_layer_names_layer_and_class(tmp_path):
-    config = {"class_name": "Sequential", "config": {"name": "s", "layers": [
-        layer("InputLayer", "in", batch_shape=[None, 3]),
-        layer("LSTM", "rnn", units=4)]}}  # fmt: skip
+    config = {
+        "class_name": "Sequential",
+        "config": {
+            "name": "s",
+            "layers": [
+                layer("InputLayer", "in", batch_shape=[None, 3]),
+                layer("LSTM", "rnn", units=4),
+            ],
+        },
+    }
     path = write_h5(tmp_path / "u.h5", config, {}, "keras3")
     with pytest.raises(UnsupportedLayerError, match="layer 'rnn' of class 'LSTM'"):
         load_keras_h5(path)
@@ -239,21 +321,35 @@ def test_unsupported_layer_names_layer_and_class(tmp_path):
 @pytest.mark.parametrize(
     "bad_layer, match",
     [
-        (layer("Conv2D", "c", filters=1, kernel_size=[1, 1],
-               data_format="channels_first"), "channels_last"),
+        (
+            layer(
+                "Conv2D",
+                "c",
+                filters=1,
+                kernel_size=[1, 1],
+                data_format="channels_first",
+            ),
+            "channels_last",
+        ),
         (layer("Dense", "d", units=1, activation="gelu"), "activation 'gelu'"),
         (layer("ReLU", "r", negative_slope=0.1), "negative_slope"),
         (layer("ReLU", "r", max_value=4.0), "max_value 4.0"),
-        (layer("Conv2D", "c", filters=1, kernel_size=[1, 1], padding="causal"),
-         "padding 'causal'"),
+        (
+            layer("Conv2D", "c", filters=1, kernel_size=[1, 1], padding="causal"),
+            "padding 'causal'",
+        ),
     ],
-)  # fmt: skip
+)
 def test_unsupported_settings(tmp_path, bad_layer, match):
-    weights = {"c": [("kernel", np.ones((1, 1, 1, 1))), ("bias", np.ones(1))],
-               "d": [("kernel", np.ones((1, 1))), ("bias", np.ones(1))]}  # fmt: skip
+    weights = {
+        "c": [("kernel", np.ones((1, 1, 1, 1))), ("bias", np.ones(1))],
+        "d": [("kernel", np.ones((1, 1))), ("bias", np.ones(1))],
+    }
     first = layer("InputLayer", "in", batch_shape=[None, 1, 1, 1])
-    config = {"class_name": "Sequential",
-              "config": {"name": "s", "layers": [first, bad_layer]}}  # fmt: skip
+    config = {
+        "class_name": "Sequential",
+        "config": {"name": "s", "layers": [first, bad_layer]},
+    }
     path = write_h5(tmp_path / "u.h5", config, weights, "keras3")
     with pytest.raises(UnsupportedLayerError, match=match):
         load_keras_h5(path)

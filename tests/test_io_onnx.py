@@ -56,7 +56,7 @@ def make_model(nodes, inputs, outputs, inits=None, opset=13):
         initializer=[
             onnx.numpy_helper.from_array(np.asarray(v), k)
             for k, v in (inits or {}).items()
-        ],  # fmt: skip
+        ],
     )
     model = h.make_model(graph, opset_imports=[h.make_opsetid("", opset)])
     model.ir_version = 8
@@ -108,17 +108,25 @@ def ops_of(graph):
 
 # ---------------------------------------------------------------- conv
 CONV_CASES = {
-    "plain": dict(w=(5, 4, 3, 3), x=(2, 4, 9, 8), pads=[1, 0, 2, 1], strides=[2, 1],
-                  dilations=[1, 2]),
+    "plain": dict(
+        w=(5, 4, 3, 3),
+        x=(2, 4, 9, 8),
+        pads=[1, 0, 2, 1],
+        strides=[2, 1],
+        dilations=[1, 2],
+    ),
     "grouped": dict(w=(6, 2, 3, 3), x=(2, 4, 7, 7), group=2, pads=[1, 1, 1, 1]),
-    "depthwise_m2": dict(w=(8, 1, 3, 3), x=(2, 4, 8, 8), group=4, strides=[2, 2],
-                         pads=[1, 1, 1, 1]),
-    "same_upper": dict(w=(3, 4, 3, 3), x=(1, 4, 8, 8), strides=[2, 2],
-                       auto_pad="SAME_UPPER"),
-    "same_lower": dict(w=(3, 4, 3, 3), x=(1, 4, 8, 8), strides=[2, 2],
-                       auto_pad="SAME_LOWER"),
+    "depthwise_m2": dict(
+        w=(8, 1, 3, 3), x=(2, 4, 8, 8), group=4, strides=[2, 2], pads=[1, 1, 1, 1]
+    ),
+    "same_upper": dict(
+        w=(3, 4, 3, 3), x=(1, 4, 8, 8), strides=[2, 2], auto_pad="SAME_UPPER"
+    ),
+    "same_lower": dict(
+        w=(3, 4, 3, 3), x=(1, 4, 8, 8), strides=[2, 2], auto_pad="SAME_LOWER"
+    ),
     "valid": dict(w=(3, 4, 2, 3), x=(1, 4, 6, 7), auto_pad="VALID"),
-}  # fmt: skip
+}
 
 
 @pytest.mark.peers
@@ -127,8 +135,12 @@ def test_conv_matches_ort(case):
     spec = dict(CONV_CASES[case])
     w, xs = rand(spec.pop("w"), 1), spec.pop("x")
     b = rand((w.shape[0],), 2)
-    m = make_model([node("Conv", ["x", "w", "b"], ["y"], **spec)], [("x", xs)],
-                   ["y"], {"w": w, "b": b})  # fmt: skip
+    m = make_model(
+        [node("Conv", ["x", "w", "b"], ["y"], **spec)],
+        [("x", xs)],
+        ["y"],
+        {"w": w, "b": b},
+    )
     g = check(m, {"x": rand(xs)})
     want_op = "DepthwiseConv2D" if case == "depthwise_m2" else "Conv2D"
     assert ops_of(g) == [want_op]
@@ -155,16 +167,21 @@ def test_weights_as_constant_nodes():
 def test_gemm_attrs(trans_b, c_shape):
     bmat = rand((4, 10) if trans_b else (10, 4), 1)
     c = rand(c_shape, 2)
-    m = make_model([node("Gemm", ["x", "B", "C"], ["y"], alpha=0.5, beta=2.0,
-                         transB=trans_b)], [("x", (3, 10))], ["y"],
-                   {"B": bmat, "C": c})  # fmt: skip
+    m = make_model(
+        [node("Gemm", ["x", "B", "C"], ["y"], alpha=0.5, beta=2.0, transB=trans_b)],
+        [("x", (3, 10))],
+        ["y"],
+        {"B": bmat, "C": c},
+    )
     assert ops_of(check(m, {"x": rand((3, 10))})) == ["Dense"]
 
 
 def _conv_flatten_model(between=None, final="Gemm"):
     w, fc = rand((3, 2, 3, 3), 1), rand((5, 3 * 4 * 4), 2)
-    nodes = [node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
-             node("Flatten", ["c"], ["f"])]  # fmt: skip
+    nodes = [
+        node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+        node("Flatten", ["c"], ["f"]),
+    ]
     src = "f"
     if between:
         nodes.append(node(between, ["f"], ["r"]))
@@ -205,10 +222,18 @@ def test_matmul_with_constant_weight_and_folded_bias():
 @pytest.mark.parametrize("shape", [(2, 3, 5, 5), (4, 3)])
 def test_batch_normalization(shape):
     r = np.random.default_rng(5)
-    p = {"s": rand((3,), 1), "b": rand((3,), 2), "m": rand((3,), 3),
-         "v": r.uniform(0.5, 2, 3).astype(F32)}  # fmt: skip
-    m = make_model([node("BatchNormalization", ["x", "s", "b", "m", "v"], ["y"],
-                         epsilon=1e-3)], [("x", shape)], ["y"], p)  # fmt: skip
+    p = {
+        "s": rand((3,), 1),
+        "b": rand((3,), 2),
+        "m": rand((3,), 3),
+        "v": r.uniform(0.5, 2, 3).astype(F32),
+    }
+    m = make_model(
+        [node("BatchNormalization", ["x", "s", "b", "m", "v"], ["y"], epsilon=1e-3)],
+        [("x", shape)],
+        ["y"],
+        p,
+    )
     assert ops_of(check(m, {"x": rand(shape)})) == ["BatchNorm"]
 
 
@@ -223,8 +248,9 @@ UNARY = [
 @pytest.mark.peers
 @pytest.mark.parametrize("op, attrs, want_op, exact, opset", UNARY)
 def test_unary_ops(op, attrs, want_op, exact, opset):
-    m = make_model([node(op, ["x"], ["y"], **attrs)], [("x", (2, 3, 4, 5))], ["y"],
-                   opset=opset)  # fmt: skip
+    m = make_model(
+        [node(op, ["x"], ["y"], **attrs)], [("x", (2, 3, 4, 5))], ["y"], opset=opset
+    )
     g = check(m, {"x": rand((2, 3, 4, 5), scale=4)}, exact=exact)
     assert ops_of(g) == [want_op]
 
@@ -232,9 +258,14 @@ def test_unary_ops(op, attrs, want_op, exact, opset):
 @pytest.mark.peers
 @pytest.mark.parametrize(
     "low, high, want_op",
-    [(0.0, 6.0, "ReLU6"), (0.0, None, "ReLU"), (-0.5, None, "Clip"),
-     (None, 1.5, "Clip"), (-1.0, 2.0, "Clip")],
-)  # fmt: skip
+    [
+        (0.0, 6.0, "ReLU6"),
+        (0.0, None, "ReLU"),
+        (-0.5, None, "Clip"),
+        (None, 1.5, "Clip"),
+        (-1.0, 2.0, "Clip"),
+    ],
+)
 def test_clip_inputs_form(low, high, want_op):
     inits, names = {}, ["x"]
     for key, v in (("lo", low), ("hi", high)):
@@ -248,16 +279,23 @@ def test_clip_inputs_form(low, high, want_op):
 
 @pytest.mark.peers
 def test_clip_attribute_form_opset6():
-    m = make_model([node("Clip", ["x"], ["y"], min=-0.25, max=0.75)],
-                   [("x", (2, 6))], ["y"], opset=6)  # fmt: skip
+    m = make_model(
+        [node("Clip", ["x"], ["y"], min=-0.25, max=0.75)],
+        [("x", (2, 6))],
+        ["y"],
+        opset=6,
+    )
     assert ops_of(check(m, {"x": rand((2, 6))}, exact=True)) == ["Clip"]
 
 
 # ---------------------------------------------------------------- binary
 @pytest.mark.peers
 def test_add_sub_of_activations():
-    nodes = [node("Relu", ["x"], ["r"]), node("Add", ["x", "r"], ["a"]),
-             node("Sub", ["a", "x"], ["y"])]  # fmt: skip
+    nodes = [
+        node("Relu", ["x"], ["r"]),
+        node("Add", ["x", "r"], ["a"]),
+        node("Sub", ["a", "x"], ["y"]),
+    ]
     g = check(
         make_model(nodes, [("x", (2, 3, 4, 4))], ["y"]), {"x": rand((2, 3, 4, 4))}
     )
@@ -267,10 +305,16 @@ def test_add_sub_of_activations():
 @pytest.mark.peers
 @pytest.mark.parametrize(
     "op, c_first, c_shape",
-    [("Add", False, (1, 3, 1, 1)), ("Add", True, ()), ("Sub", True, (3, 1, 1)),
-     ("Sub", False, (1, 1, 1, 4)), ("Mul", False, (3, 4, 4)), ("Div", False, ()),
-     ("Div", False, (1, 3, 1, 1))],
-)  # fmt: skip
+    [
+        ("Add", False, (1, 3, 1, 1)),
+        ("Add", True, ()),
+        ("Sub", True, (3, 1, 1)),
+        ("Sub", False, (1, 1, 1, 4)),
+        ("Mul", False, (3, 4, 4)),
+        ("Div", False, ()),
+        ("Div", False, (1, 3, 1, 1)),
+    ],
+)
 def test_binary_with_constant(op, c_first, c_shape):
     c = rand(c_shape, 1) + F32(3)
     ins = ["c", "x"] if c_first else ["x", "c"]
@@ -313,8 +357,9 @@ def test_hard_swish_patterns_fuse():
         node("HardSigmoid", ["h"], ["s"], alpha=1 / 6, beta=0.5),
         node("Mul", ["s", "h"], ["y"]),
     ]
-    m = make_model(nodes, [("x", (2, 3, 4, 4))], ["y"],
-                   {"three": three, "six": six, "zero": zero})  # fmt: skip
+    m = make_model(
+        nodes, [("x", (2, 3, 4, 4))], ["y"], {"three": three, "six": six, "zero": zero}
+    )
     g = check(m, {"x": rand((2, 3, 4, 4), scale=4)})
     assert ops_of(g) == ["HardSwish", "HardSwish"]
 
@@ -325,9 +370,14 @@ POOLS = [
     ("MaxPool", dict(kernel_shape=[2, 2], strides=[2, 2], ceil_mode=1), True),
     ("MaxPool", dict(kernel_shape=[3, 3], strides=[2, 2], auto_pad="SAME_UPPER"), True),
     ("AveragePool", dict(kernel_shape=[3, 3], pads=[1, 1, 1, 1]), False),
-    ("AveragePool", dict(kernel_shape=[3, 2], strides=[2, 1], pads=[1, 0, 1, 1],
-                         count_include_pad=1), False),
-]  # fmt: skip
+    (
+        "AveragePool",
+        dict(
+            kernel_shape=[3, 2], strides=[2, 1], pads=[1, 0, 1, 1], count_include_pad=1
+        ),
+        False,
+    ),
+]
 
 
 @pytest.mark.peers
@@ -348,8 +398,11 @@ def test_global_average_pool_then_shape_driven_reshape():
         node("Concat", ["n1", "minus1"], ["t"], axis=0),
         node("Reshape", ["p", "t"], ["y"]),
     ]
-    inits = {"zero": np.asarray(0, np.int64), "axes": np.asarray([0], np.int64),
-             "minus1": np.asarray([-1], np.int64)}  # fmt: skip
+    inits = {
+        "zero": np.asarray(0, np.int64),
+        "axes": np.asarray([0], np.int64),
+        "minus1": np.asarray([-1], np.int64),
+    }
     m = make_model(nodes, [("x", ("N", 5, 4, 3))], ["y"], inits)
     g = check(m, {"x": rand((3, 5, 4, 3))})
     assert ops_of(g) == ["GlobalAvgPool", "Flatten"]
@@ -359,8 +412,9 @@ def test_global_average_pool_then_shape_driven_reshape():
 @pytest.mark.peers
 def test_reshape_of_nchw_then_softmax_last_axis():
     nodes = [node("Reshape", ["x", "t"], ["r"]), node("Softmax", ["r"], ["y"])]
-    m = make_model(nodes, [("x", (2, 3, 4, 5))], ["y"],
-                   {"t": np.asarray([0, 3, -1], np.int64)})  # fmt: skip
+    m = make_model(
+        nodes, [("x", (2, 3, 4, 5))], ["y"], {"t": np.asarray([0, 3, -1], np.int64)}
+    )
     g = check(m, {"x": rand((2, 3, 4, 5))})
     assert ops_of(g) == ["Transpose", "Reshape", "Softmax"]
 
@@ -466,39 +520,71 @@ def _error_models():
     w = rand((2, 3, 1, 1))
     return {
         "LeakyRelu.*'leaky'": (
-            [node("LeakyRelu", ["x"], ["y"], name="leaky")], {}, (1, 3, 2, 2)),
+            [node("LeakyRelu", ["x"], ["y"], name="leaky")],
+            {},
+            (1, 3, 2, 2),
+        ),
         "'conv_rt' \\(Conv\\).*weight 'w2'.*run time": (
-            [node("Relu", ["x"], ["w2"]), node("Conv", ["x", "w2"], ["y"],
-                                                name="conv_rt")], {}, (1, 3, 2, 2)),
+            [
+                node("Relu", ["x"], ["w2"]),
+                node("Conv", ["x", "w2"], ["y"], name="conv_rt"),
+            ],
+            {},
+            (1, 3, 2, 2),
+        ),
         "'tr' \\(Transpose\\).*batch axis": (
-            [node("Transpose", ["x"], ["y"], name="tr", perm=[1, 0, 2, 3])], {},
-            (1, 3, 2, 2)),
+            [node("Transpose", ["x"], ["y"], name="tr", perm=[1, 0, 2, 3])],
+            {},
+            (1, 3, 2, 2),
+        ),
         "'fl' \\(Flatten\\).*axis=2": (
-            [node("Flatten", ["x"], ["y"], name="fl", axis=2)], {}, (1, 3, 2, 2)),
+            [node("Flatten", ["x"], ["y"], name="fl", axis=2)],
+            {},
+            (1, 3, 2, 2),
+        ),
         "'cat' \\(Concat\\).*batch axis": (
-            [node("Concat", ["x", "x"], ["y"], name="cat", axis=0)], {}, (1, 3, 2, 2)),
+            [node("Concat", ["x", "x"], ["y"], name="cat", axis=0)],
+            {},
+            (1, 3, 2, 2),
+        ),
         "'pd' \\(Pad\\).*'reflect'": (
             [node("Pad", ["x", "p"], ["y"], name="pd", mode="reflect")],
-            {"p": np.zeros(8, np.int64)}, (1, 3, 2, 2)),
+            {"p": np.zeros(8, np.int64)},
+            (1, 3, 2, 2),
+        ),
         "'dv' \\(Div\\).*constant by a run-time": (
-            [node("Div", ["c", "x"], ["y"], name="dv")], {"c": np.ones(1, F32)},
-            (1, 3, 2, 2)),
+            [node("Div", ["c", "x"], ["y"], name="dv")],
+            {"c": np.ones(1, F32)},
+            (1, 3, 2, 2),
+        ),
         "'mm' \\(MatMul\\).*constant right-hand side": (
-            [node("MatMul", ["w", "x"], ["y"], name="mm")], {"w": np.ones((2, 2), F32)},
-            (2, 2)),
+            [node("MatMul", ["w", "x"], ["y"], name="mm")],
+            {"w": np.ones((2, 2), F32)},
+            (2, 2),
+        ),
         "'cv' \\(Conv\\).*2-D spatial": (
-            [node("Conv", ["x", "w"], ["y"], name="cv")], {"w": w[..., 0]}, (1, 3, 2)),
-    }  # fmt: skip
+            [node("Conv", ["x", "w"], ["y"], name="cv")],
+            {"w": w[..., 0]},
+            (1, 3, 2),
+        ),
+    }
 
 
 @pytest.mark.peers
-@pytest.mark.parametrize("match", [
-    "LeakyRelu.*'leaky'", "'conv_rt' \\(Conv\\).*weight 'w2'.*run time",
-    "'tr' \\(Transpose\\).*batch axis", "'fl' \\(Flatten\\).*axis=2",
-    "'cat' \\(Concat\\).*batch axis", "'pd' \\(Pad\\).*'reflect'",
-    "'dv' \\(Div\\).*constant by a run-time",
-    "'mm' \\(MatMul\\).*constant right-hand side", "'cv' \\(Conv\\).*2-D spatial",
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "match",
+    [
+        "LeakyRelu.*'leaky'",
+        "'conv_rt' \\(Conv\\).*weight 'w2'.*run time",
+        "'tr' \\(Transpose\\).*batch axis",
+        "'fl' \\(Flatten\\).*axis=2",
+        "'cat' \\(Concat\\).*batch axis",
+        "'pd' \\(Pad\\).*'reflect'",
+        "'dv' \\(Div\\).*constant by a run-time",
+        "'mm' \\(MatMul\\).*constant right-hand side",
+        "'cv' \\(Conv\\).*2-D spatial",
+    ],
+)
 def test_unsupported_cases_name_op_and_node(match):
     from refquant.io.onnx_import import UnsupportedOnnxError, load_onnx
 
@@ -521,7 +607,7 @@ def test_non_float_input_is_rejected():
         [h.make_tensor_value_info("y", onnx.TensorProto.INT64, [1, 2])],
     )
     with pytest.raises(UnsupportedOnnxError, match="'x' must be a float32"):
-        load_onnx(h.make_model(g))  # fmt: skip
+        load_onnx(h.make_model(g))
 
 
 # ---------------------------------------------------------------- MobileNetV2
@@ -533,8 +619,16 @@ def _mobilenet_v2_onnx(sd):
         w = np.asarray(sd[f"{conv}.weight"], F32)
         inits[f"{conv}.weight"] = w
         k = w.shape[2] // 2
-        nodes.append(node("Conv", [x, f"{conv}.weight"], [conv], strides=[stride] * 2,
-                          pads=[k] * 4, group=group))  # fmt: skip
+        nodes.append(
+            node(
+                "Conv",
+                [x, f"{conv}.weight"],
+                [conv],
+                strides=[stride] * 2,
+                pads=[k] * 4,
+                group=group,
+            )
+        )
         stats = ("weight", "bias", "running_mean", "running_var")
         names = [conv] + [f"{bn}.{s}" for s in stats]
         for n in names[1:]:
@@ -563,9 +657,11 @@ def _mobilenet_v2_onnx(sd):
             x = f"features.{k}.add"
         k += 1
     x = conv_bn(x, f"features.{k}.0", f"features.{k}.1")
-    nodes += [node("GlobalAveragePool", [x], ["pool"]),
-              node("Flatten", ["pool"], ["flat"]),
-              node("Gemm", ["flat", "fc.w", "fc.b"], ["logits"], transB=1)]  # fmt: skip
+    nodes += [
+        node("GlobalAveragePool", [x], ["pool"]),
+        node("Flatten", ["pool"], ["flat"]),
+        node("Gemm", ["flat", "fc.w", "fc.b"], ["logits"], transB=1),
+    ]
     inits["fc.w"] = np.asarray(sd["classifier.1.weight"], F32)
     inits["fc.b"] = np.asarray(sd["classifier.1.bias"], F32)
     return make_model(nodes, [("input", ("N", 3, 224, 224))], ["logits"], inits)
@@ -579,8 +675,9 @@ def _cached(*names):
 
 @pytest.mark.peers
 @pytest.mark.assets
-@pytest.mark.skipif(not _cached("mobilenet_v2", "foolbox_imagenet"),
-                    reason="assets not cached")  # fmt: skip
+@pytest.mark.skipif(
+    not _cached("mobilenet_v2", "foolbox_imagenet"), reason="assets not cached"
+)
 def test_mobilenet_v2_real_weights_match_ort():
     _, ort = _peers()
     from refquant import assets, datasets
@@ -591,8 +688,9 @@ def test_mobilenet_v2_real_weights_match_ort():
     model = _mobilenet_v2_onnx(load_torch_state_dict(path))  # BN left unfused
     images, labels = datasets.foolbox_imagenet(download=False)
     x = datasets.imagenet_preprocess(images)  # NHWC
-    sess = ort.InferenceSession(model.SerializeToString(),
-                                providers=["CPUExecutionProvider"])  # fmt: skip
+    sess = ort.InferenceSession(
+        model.SerializeToString(), providers=["CPUExecutionProvider"]
+    )
     want = sess.run(None, {"input": x.transpose(0, 3, 1, 2).copy()})[0]
     g = load_onnx(model)
     got = g.run(x, batch_size=10)
@@ -612,8 +710,17 @@ CLS_MEMBER = "rapidocr_onnxruntime/models/ch_ppocr_mobile_v2.0_cls_infer.onnx"
 def cls_model_path(tmp_path_factory):
     _peers()
     d = tmp_path_factory.mktemp("rapidocr")
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet",
-           "rapidocr-onnxruntime==1.4.4", "-d", str(d)]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--quiet",
+        "rapidocr-onnxruntime==1.4.4",
+        "-d",
+        str(d),
+    ]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     wheels = list(d.glob("*.whl"))
     if done.returncode or not wheels:
@@ -636,8 +743,12 @@ def _page_crops():
     from PIL import Image
 
     im = np.asarray(Image.open(page[0]).convert("L"), np.float32)
-    crops = [im[r : r + 48, c : c + 192] for r in range(0, im.shape[0] - 48, 60)
-             for c in (0, 150, 300) if c + 192 <= im.shape[1]]  # fmt: skip
+    crops = [
+        im[r : r + 48, c : c + 192]
+        for r in range(0, im.shape[0] - 48, 60)
+        for c in (0, 150, 300)
+        if c + 192 <= im.shape[1]
+    ]
     x = np.stack(crops)[:, None].repeat(3, axis=1)
     return ((x / 255 - 0.5) / 0.5).astype(F32)
 
@@ -649,9 +760,22 @@ def test_rapidocr_cls_model_matches_ort(cls_model_path):
 
     g = load_onnx(cls_model_path)
     assert sorted(set(ops_of(g))) == sorted(
-        {"Conv2D", "DepthwiseConv2D", "BatchNorm", "HardSwish", "HardSigmoid",
-         "ReLU", "GlobalAvgPool", "Mul", "Add", "MaxPool", "Flatten", "Dense",
-         "Softmax"})  # fmt: skip
+        {
+            "Conv2D",
+            "DepthwiseConv2D",
+            "BatchNorm",
+            "HardSwish",
+            "HardSigmoid",
+            "ReLU",
+            "GlobalAvgPool",
+            "Mul",
+            "Add",
+            "MaxPool",
+            "Flatten",
+            "Dense",
+            "Softmax",
+        }
+    )
     sess = ort.InferenceSession(cls_model_path, providers=["CPUExecutionProvider"])
     x = np.random.default_rng(0).uniform(-1, 1, (8, 3, 48, 192)).astype(F32)
     page = _page_crops()
@@ -696,9 +820,16 @@ def test_torch_exported_model_matches_ort_and_torch():
         net.bn.running_var.uniform_(0.5, 2.0)
         net.bn.running_mean.uniform_(-0.5, 0.5)
     buf = io.BytesIO()
-    torch.onnx.export(net, torch.randn(2, 3, 16, 16), buf, dynamo=False,
-                      opset_version=13, input_names=["x"], output_names=["y"],
-                      dynamic_axes={"x": {0: "N"}})  # fmt: skip
+    torch.onnx.export(
+        net,
+        torch.randn(2, 3, 16, 16),
+        buf,
+        dynamo=False,
+        opset_version=13,
+        input_names=["x"],
+        output_names=["y"],
+        dynamic_axes={"x": {0: "N"}},
+    )
     x = rand((5, 3, 16, 16))
     want = ort.InferenceSession(buf.getvalue(), providers=["CPUExecutionProvider"])
     want = want.run(None, {"x": x})[0]

@@ -83,9 +83,20 @@ def test_writer_layout_is_exact(tmp_path):
 
 
 DTYPES = [
-    np.float64, np.float32, np.float16, np.int64, np.int32, np.int16, np.int8,
-    np.uint64, np.uint32, np.uint16, np.uint8, np.bool_, np.complex64,
-]  # fmt: skip
+    np.float64,
+    np.float32,
+    np.float16,
+    np.int64,
+    np.int32,
+    np.int16,
+    np.int8,
+    np.uint64,
+    np.uint32,
+    np.uint16,
+    np.uint8,
+    np.bool_,
+    np.complex64,
+]
 
 
 @given(

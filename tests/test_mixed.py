@@ -23,19 +23,39 @@ def residual_graph(seed=0):
     rng = np.random.default_rng(seed)
     b = GraphBuilder("tiny")
     x = b.input("input")
-    c1 = b.add("Conv2D", x, name="conv1", params={
-        "weight": rng.normal(0, 0.5, (4, 3, 3, 2)).astype(np.float32),
-        "bias": rng.normal(0, 0.1, 4).astype(np.float32)},
-        padding="same", activation="relu")  # fmt: skip
-    d = b.add("DepthwiseConv2D", c1, name="dw", params={
-        "weight": rng.normal(0, 0.5, (1, 3, 3, 4)).astype(np.float32),
-        "bias": rng.normal(0, 0.1, 4).astype(np.float32)},
-        padding="same", activation="relu6")  # fmt: skip
+    c1 = b.add(
+        "Conv2D",
+        x,
+        name="conv1",
+        params={
+            "weight": rng.normal(0, 0.5, (4, 3, 3, 2)).astype(np.float32),
+            "bias": rng.normal(0, 0.1, 4).astype(np.float32),
+        },
+        padding="same",
+        activation="relu",
+    )
+    d = b.add(
+        "DepthwiseConv2D",
+        c1,
+        name="dw",
+        params={
+            "weight": rng.normal(0, 0.5, (1, 3, 3, 4)).astype(np.float32),
+            "bias": rng.normal(0, 0.1, 4).astype(np.float32),
+        },
+        padding="same",
+        activation="relu6",
+    )
     a = b.add("Add", [c1, d], name="add")
     p = b.add("GlobalAvgPool", a, name="gap")
-    y = b.add("Dense", p, name="fc", params={
-        "weight": rng.normal(0, 0.7, (5, 4)).astype(np.float32),
-        "bias": rng.normal(0, 0.1, 5).astype(np.float32)})  # fmt: skip
+    y = b.add(
+        "Dense",
+        p,
+        name="fc",
+        params={
+            "weight": rng.normal(0, 0.7, (5, 4)).astype(np.float32),
+            "bias": rng.normal(0, 0.1, 5).astype(np.float32),
+        },
+    )
     return b.build(outputs=y)
 
 
@@ -58,14 +78,17 @@ def test_uniform_int8_is_the_static_model_bit_for_bit(setup):
     mq, x = setup
     m = mq.model("int8")
     for profile in ("exact", "tflite_reference"):
-        np.testing.assert_array_equal(m.run(x, profile=profile),
-                                      mq.qmodel.run(x, profile=profile))  # fmt: skip
+        np.testing.assert_array_equal(
+            m.run(x, profile=profile), mq.qmodel.run(x, profile=profile)
+        )
     # the static model stores each tensor's qparams once; the mixed model
     # counts them per integer layer, so "conv1" (read by dw) and "gap" (read
     # by fc) are counted twice: 2 * (4 + 1) bytes more
     assert m.size_bytes() == mq.qmodel.size_bytes() + 10
-    assert m.boundaries() == [("input", "conv1", "float->int8"),
-                              ("fc", "<output>", "int8->float")]  # fmt: skip
+    assert m.boundaries() == [
+        ("input", "conv1", "float->int8"),
+        ("fc", "<output>", "int8->float"),
+    ]
 
 
 def test_uniform_fp32_is_the_float_graph(setup):
@@ -116,8 +139,9 @@ def test_binary_and_ternary_weights_by_hand():
     b = weight_layer(node, "binary")
     # codes sign (sign(0)=+1), alpha = mean|w| = 1.5 / 4
     np.testing.assert_array_equal(b.tensors["weight"], [[1, -1, 1, 1]])
-    np.testing.assert_allclose(b.float_params()["weight"], [[0.375, -0.375, 0.375,
-                               0.375]])  # fmt: skip
+    np.testing.assert_allclose(
+        b.float_params()["weight"], [[0.375, -0.375, 0.375, 0.375]]
+    )
     t = weight_layer(node, "ternary")
     # delta = 0.7 * 0.375 = 0.2625: codes [1, 0, 0, 1], alpha = (0.5 + 0.9) / 2
     np.testing.assert_array_equal(t.tensors["weight"], [[1, 0, 0, 1]])
@@ -158,8 +182,9 @@ def test_int8_to_float_boundary_is_the_dequantized_code(setup):
     codes = mq.qmodel.run_codes(x, capture=True)[1]["conv1"]
     qp = mq.qmodel.tensor_qparams["conv1"]
     h = ((codes.astype(np.int64) - qp.zero_point) * qp.scale).astype(np.float32)
-    rest = mq.graph.replace(nodes=[n for n in mq.graph.nodes if n.name != "conv1"],
-                            inputs=["conv1"])  # fmt: skip
+    rest = mq.graph.replace(
+        nodes=[n for n in mq.graph.nodes if n.name != "conv1"], inputs=["conv1"]
+    )
     np.testing.assert_array_equal(m.run(x), rest.run(h))
 
 
@@ -215,8 +240,9 @@ def sens(setup):
     labels = mq.graph.run(x).argmax(1)
     labels[:2] = -1
     calls = []
-    s = measure_sensitivity(mq, x, labels, batch_size=5,
-                            progress=lambda d, t: calls.append((d, t)))  # fmt: skip
+    s = measure_sensitivity(
+        mq, x, labels, batch_size=5, progress=lambda d, t: calls.append((d, t))
+    )
     return s, labels, calls
 
 
@@ -243,8 +269,9 @@ def test_sensitivity_matches_a_direct_run(setup, sens):
         assert r["labeled"] == 10
         assert r["correct"] == int(np.sum(out.argmax(1)[known] == labels[known]))
     rev = mq.model({"dw": "fp32"}, default="int8").run(x)
-    assert math.isclose(s.get("dw", "fp32", "all_but")["sqnr_db"], sqnr_db(ref, rev),
-                        rel_tol=1e-9)  # fmt: skip
+    assert math.isclose(
+        s.get("dw", "fp32", "all_but")["sqnr_db"], sqnr_db(ref, rev), rel_tol=1e-9
+    )
     assert s.get("fc", "fp32")["sqnr_db"] == math.inf
 
 
@@ -319,8 +346,9 @@ def test_allocation_meets_a_size_budget_for_real(setup, sens):
     from refquant.evaluation import sqnr_db
 
     ref = mq.graph.run(x)
-    assert math.isclose(a.measured["sqnr_db"], sqnr_db(ref, a.model.run(x)),
-                        rel_tol=1e-9)  # fmt: skip
+    assert math.isclose(
+        a.measured["sqnr_db"], sqnr_db(ref, a.model.run(x)), rel_tol=1e-9
+    )
 
 
 def test_overrides_are_kept(setup, sens):
@@ -328,8 +356,9 @@ def test_overrides_are_kept(setup, sens):
 
     mq, x = setup
     s, labels, _ = sens
-    a = allocate(mq, s, x, labels, size_budget="2x",
-                 overrides={"conv1": "fp16", "fc": "int4"})  # fmt: skip
+    a = allocate(
+        mq, s, x, labels, size_budget="2x", overrides={"conv1": "fp16", "fc": "int4"}
+    )
     assert a.precisions["conv1"] == "fp16" and a.precisions["fc"] == "int4"
 
 
@@ -378,11 +407,18 @@ def test_pareto_front_and_markdown(setup, sens):
     ]
     assert pts[0]["on_front"]  # nothing beats FP32 quality
     for p in pts:
-        assert p["on_front"] == (not any(
-            q["bytes"] <= p["bytes"] and (q["agreement"], q["sqnr_db"]) >= (
-                p["agreement"], p["sqnr_db"]) and (q["bytes"] < p["bytes"] or (
-                q["agreement"], q["sqnr_db"]) > (p["agreement"], p["sqnr_db"]))
-            for q in pts if q is not p))  # fmt: skip
+        assert p["on_front"] == (
+            not any(
+                q["bytes"] <= p["bytes"]
+                and (q["agreement"], q["sqnr_db"]) >= (p["agreement"], p["sqnr_db"])
+                and (
+                    q["bytes"] < p["bytes"]
+                    or (q["agreement"], q["sqnr_db"]) > (p["agreement"], p["sqnr_db"])
+                )
+                for q in pts
+                if q is not p
+            )
+        )
     md = pareto_markdown(pts)
     assert md.count("\n") == len(pts) + 1
     table = sensitivity_markdown(s)
@@ -409,9 +445,11 @@ def test_save_load_keeps_every_precision(tmp_path, setup):
     from refquant.mixed.h5 import load_mixed_model, save_mixed_model
 
     mq, x = setup
-    for prec in ({"conv1": "int8", "dw": "bf16", "fc": "int16"},
-                 {"conv1": "ternary", "dw": "int4", "fc": "binary"},
-                 {"conv1": "fp16", "dw": "int8", "fc": "fp32"}):  # fmt: skip
+    for prec in (
+        {"conv1": "int8", "dw": "bf16", "fc": "int16"},
+        {"conv1": "ternary", "dw": "int4", "fc": "binary"},
+        {"conv1": "fp16", "dw": "int8", "fc": "fp32"},
+    ):
         m = mq.model(prec)
         path = save_mixed_model(m, tmp_path / "m.h5")
         back = load_mixed_model(path)

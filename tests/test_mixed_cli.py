@@ -82,9 +82,24 @@ def test_sensitivity_command_on_mnist(tmp_path, capsys):
     except Exception:  # noqa: BLE001 - asset not fetched
         pytest.skip("run `refquant assets fetch mnist_cnn mnist_5k` first")
     out = tmp_path / "s"
-    rc = main(["sensitivity", "mnist_cnn", "--data", "mnist", "--limit", "50",
-               "--calibration-samples", "50", "--precisions", "int8,ternary",
-               "--no-reverse", "--quiet", "--out", str(out)])  # fmt: skip
+    rc = main(
+        [
+            "sensitivity",
+            "mnist_cnn",
+            "--data",
+            "mnist",
+            "--limit",
+            "50",
+            "--calibration-samples",
+            "50",
+            "--precisions",
+            "int8,ternary",
+            "--no-reverse",
+            "--quiet",
+            "--out",
+            str(out),
+        ]
+    )
     assert rc == 0
     md = (tmp_path / "s.md").read_text()
     assert md.count("\n") == 2 + 4  # header, rule, four weighted layers

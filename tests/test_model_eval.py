@@ -46,15 +46,28 @@ def grid_inputs(qm):
 
 def conv_model(rng):
     layers = [
-        ("Conv2D", {"weight": rng.standard_normal((4, 3, 3, 2)).astype(np.float32),
-                    "bias": rng.standard_normal(4).astype(np.float32)},
-         {"padding": 1}, "conv"),
+        (
+            "Conv2D",
+            {
+                "weight": rng.standard_normal((4, 3, 3, 2)).astype(np.float32),
+                "bias": rng.standard_normal(4).astype(np.float32),
+            },
+            {"padding": 1},
+            "conv",
+        ),
         ("ReLU", {}, {}, "relu"),
         ("MaxPool", {}, {"pool_size": 2}, "pool"),
         ("Flatten", {}, {}, "flat"),
-        ("Dense", {"weight": rng.standard_normal((5, 64)).astype(np.float32) * 0.2,
-                   "bias": np.zeros(5, np.float32)}, {}, "fc"),
-    ]  # fmt: skip
+        (
+            "Dense",
+            {
+                "weight": rng.standard_normal((5, 64)).astype(np.float32) * 0.2,
+                "bias": np.zeros(5, np.float32),
+            },
+            {},
+            "fc",
+        ),
+    ]
     g = sequential(layers, name="tiny_cnn")
     x = rng.standard_normal((23, 8, 8, 2)).astype(np.float32)
     return g, quantize_model(g, x[:12], batch_size=5), x
@@ -81,16 +94,20 @@ def test_unlabeled_inputs_count_for_agreement_only():
     r = evaluate_model(g, qm, x, labels, layer_sqnr=False)
     assert r.num_samples == 3  # the labeled ones
     assert r.accuracy["fp32"]["top1"] == pytest.approx(200 / 3, abs=1e-9)
-    assert r.coverage == {"num_inputs": 4, "num_labeled": 3, "agree": 4,
-                          "agreement": 1.0, "logit_sqnr_db": math.inf,
-                          "layer_sqnr_inputs": 0}  # fmt: skip
+    assert r.coverage == {
+        "num_inputs": 4,
+        "num_labeled": 3,
+        "agree": 4,
+        "agreement": 1.0,
+        "logit_sqnr_db": math.inf,
+        "layer_sqnr_inputs": 0,
+    }
     assert r.layer_sqnr_db == {}
 
 
 def test_sizes_are_counted_by_hand():
     w = np.arange(12, dtype=np.float32).reshape(3, 4) / 10
-    g = sequential([("Dense", {"weight": w, "bias": np.ones(3, np.float32)}, {},
-                     "fc")])  # fmt: skip
+    g = sequential([("Dense", {"weight": w, "bias": np.ones(3, np.float32)}, {}, "fc")])
     # FP32: 12 weights + 3 biases, 4 bytes each = 60 bytes.
     assert graph_size(g).total_bytes == 60
     assert graph_size(g).bytes_by("kind") == {"weight": 48, "bias": 12}
@@ -112,8 +129,9 @@ def full_array_oracle(g, qm, x, names, batch_size):
     """
     _, acts = prepare_graph(g).run(x, capture=names, batch_size=batch_size)
     _, codes = qm.run_codes(x, capture=True)
-    return {k: sqnr_db(acts[k], qm.tensor_qparams[k].dequantize(codes[k]))
-            for k in names}  # fmt: skip
+    return {
+        k: sqnr_db(acts[k], qm.tensor_qparams[k].dequantize(codes[k])) for k in names
+    }
 
 
 @pytest.mark.parametrize("batch_size", [1, 4, 23, 100])
@@ -142,8 +160,9 @@ def test_layer_sqnr_over_first_inputs_only():
 def test_progress_reports_every_batch():
     g, qm, x = conv_model(np.random.default_rng(5))
     calls = []
-    compare_models(g, qm, x[:5], batch_size=2, progress=lambda d, t: calls.append(
-        (d, t)))  # fmt: skip
+    compare_models(
+        g, qm, x[:5], batch_size=2, progress=lambda d, t: calls.append((d, t))
+    )
     assert calls == [(2, 5), (4, 5), (5, 5)]
 
 
@@ -159,8 +178,14 @@ def test_dynamic_model_has_no_layer_sqnr():
 def test_report_sections_subsets_and_json():
     g, qm, x = conv_model(np.random.default_rng(7))
     y = np.arange(len(x)) % 5
-    r = evaluate_model(g, qm, x, y, subsets={"first": slice(0, 10),
-                       "odd": np.arange(1, 23, 2)}, title="T")  # fmt: skip
+    r = evaluate_model(
+        g,
+        qm,
+        x,
+        y,
+        subsets={"first": slice(0, 10), "odd": np.arange(1, 23, 2)},
+        title="T",
+    )
     assert isinstance(r, ModelEvaluationReport)
     rows = {s["name"]: s for s in r.subsets}
     assert (rows["first"]["num_inputs"], rows["odd"]["num_inputs"]) == (10, 11)
@@ -202,30 +227,63 @@ def test_invalid_arguments():
         (InvalidTypeError, "quantized_model", lambda: evaluate_model(g, g, x)),
         (InvalidArgumentError, "quantized from", lambda: evaluate_model(other, qm, x)),
         (InvalidTypeError, "x must", lambda: evaluate_model(g, qm, x.tolist())),
-        (InvalidArgumentError, "float array",
-         lambda: evaluate_model(g, qm, x.astype(np.int32))),
-        (NonFiniteInputError, "finite",
-         lambda: evaluate_model(g, qm, np.full((1, 3), np.nan, np.float32))),
-        (InvalidArgumentError, "length 4",
-         lambda: evaluate_model(g, qm, x, np.zeros(3, np.int64))),
-        (InvalidArgumentError, "-1 for unlabeled",
-         lambda: evaluate_model(g, qm, x, np.array([0, 1, -2, 0]))),
-        (InvalidArgumentError, "below 3",
-         lambda: evaluate_model(g, qm, x, np.array([0, 1, 3, 0]))),
-        (InvalidArgumentError, "batch_size",
-         lambda: evaluate_model(g, qm, x, batch_size=0)),
-        (InvalidArgumentError, "layer_sqnr",
-         lambda: evaluate_model(g, qm, x, layer_sqnr=0)),
-        (InvalidTypeError, "progress",
-         lambda: evaluate_model(g, qm, x, progress="yes")),
-        (InvalidArgumentError, r"subsets\['s'\] indices",
-         lambda: evaluate_model(g, qm, x, subsets={"s": np.array([0, 9])})),
-        (InvalidArgumentError, r"subsets\['e'\] must",
-         lambda: evaluate_model(g, qm, x, subsets={"e": slice(0, 0)})),
-        (InvalidArgumentError, "max_rows",
-         lambda: evaluate_model(g, qm, x).to_text(max_rows=0)),
+        (
+            InvalidArgumentError,
+            "float array",
+            lambda: evaluate_model(g, qm, x.astype(np.int32)),
+        ),
+        (
+            NonFiniteInputError,
+            "finite",
+            lambda: evaluate_model(g, qm, np.full((1, 3), np.nan, np.float32)),
+        ),
+        (
+            InvalidArgumentError,
+            "length 4",
+            lambda: evaluate_model(g, qm, x, np.zeros(3, np.int64)),
+        ),
+        (
+            InvalidArgumentError,
+            "-1 for unlabeled",
+            lambda: evaluate_model(g, qm, x, np.array([0, 1, -2, 0])),
+        ),
+        (
+            InvalidArgumentError,
+            "below 3",
+            lambda: evaluate_model(g, qm, x, np.array([0, 1, 3, 0])),
+        ),
+        (
+            InvalidArgumentError,
+            "batch_size",
+            lambda: evaluate_model(g, qm, x, batch_size=0),
+        ),
+        (
+            InvalidArgumentError,
+            "layer_sqnr",
+            lambda: evaluate_model(g, qm, x, layer_sqnr=0),
+        ),
+        (
+            InvalidTypeError,
+            "progress",
+            lambda: evaluate_model(g, qm, x, progress="yes"),
+        ),
+        (
+            InvalidArgumentError,
+            r"subsets\['s'\] indices",
+            lambda: evaluate_model(g, qm, x, subsets={"s": np.array([0, 9])}),
+        ),
+        (
+            InvalidArgumentError,
+            r"subsets\['e'\] must",
+            lambda: evaluate_model(g, qm, x, subsets={"e": slice(0, 0)}),
+        ),
+        (
+            InvalidArgumentError,
+            "max_rows",
+            lambda: evaluate_model(g, qm, x).to_text(max_rows=0),
+        ),
         (InvalidTypeError, "graph", lambda: graph_size(qm)),
-    ]  # fmt: skip
+    ]
     for exc, text, call in cases:
         with pytest.raises(exc, match=text):
             call()

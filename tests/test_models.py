@@ -39,8 +39,9 @@ def mnist_state_dict(seed=0):
         "classifier.2.weight": (10, 128),
         "classifier.2.bias": (10,),
     }
-    return {k: (r.standard_normal(s) * 0.1).astype(np.float32) for k, s in
-            shapes.items()}  # fmt: skip
+    return {
+        k: (r.standard_normal(s) * 0.1).astype(np.float32) for k, s in shapes.items()
+    }
 
 
 def nchw_conv3x3_pad1(x, w, b):
@@ -50,8 +51,9 @@ def nchw_conv3x3_pad1(x, w, b):
     y = np.zeros((x.shape[0], w.shape[0], h, wd))
     for i in range(3):
         for j in range(3):
-            y += np.einsum("nchw,oc->nohw", xp[:, :, i : i + h, j : j + wd],
-                           w[:, :, i, j])  # fmt: skip
+            y += np.einsum(
+                "nchw,oc->nohw", xp[:, :, i : i + h, j : j + wd], w[:, :, i, j]
+            )
     return y + b[None, :, None, None]
 
 
@@ -62,11 +64,13 @@ def nchw_maxpool2(x):
 
 def mnist_oracle_nchw(sd, x_nchw):
     p = {k: v.astype(np.float64) for k, v in sd.items()}
-    h = np.maximum(nchw_conv3x3_pad1(x_nchw, p["features.0.weight"],
-                                     p["features.0.bias"]), 0)  # fmt: skip
+    h = np.maximum(
+        nchw_conv3x3_pad1(x_nchw, p["features.0.weight"], p["features.0.bias"]), 0
+    )
     h = nchw_maxpool2(h)
-    h = np.maximum(nchw_conv3x3_pad1(h, p["features.3.weight"],
-                                     p["features.3.bias"]), 0)  # fmt: skip
+    h = np.maximum(
+        nchw_conv3x3_pad1(h, p["features.3.weight"], p["features.3.bias"]), 0
+    )
     h = nchw_maxpool2(h).reshape(x_nchw.shape[0], -1)  # PyTorch NCHW flatten
     h = np.maximum(h @ p["classifier.0.weight"].T + p["classifier.0.bias"], 0)
     return h @ p["classifier.2.weight"].T + p["classifier.2.bias"]
@@ -185,9 +189,16 @@ def torch_mobilenet_v2(torch, sd, x_nchw):
     def cbr(h, conv_key, bn_key, stride=1, groups=1, act=True):
         w = t[f"{conv_key}.weight"]
         h = fn.conv2d(h, w, stride=stride, padding=w.shape[2] // 2, groups=groups)
-        h = fn.batch_norm(h, t[f"{bn_key}.running_mean"], t[f"{bn_key}.running_var"],
-                          t[f"{bn_key}.weight"], t[f"{bn_key}.bias"], False, 0.0,
-                          1e-5)  # fmt: skip
+        h = fn.batch_norm(
+            h,
+            t[f"{bn_key}.running_mean"],
+            t[f"{bn_key}.running_var"],
+            t[f"{bn_key}.weight"],
+            t[f"{bn_key}.bias"],
+            False,
+            0.0,
+            1e-5,
+        )
         return fn.relu6(h) if act else h
 
     h = cbr(torch.from_numpy(x_nchw), "features.0.0", "features.0.1", stride=2)
@@ -296,8 +307,9 @@ def torch_mnist(torch, sd, x_nchw):
     for k in ("features.0", "features.3"):
         h = fn.conv2d(h, t[f"{k}.weight"], t[f"{k}.bias"], padding=1)
         h = fn.max_pool2d(fn.relu(h), 2)
-    h = fn.relu(fn.linear(h.flatten(1), t["classifier.0.weight"],
-                          t["classifier.0.bias"]))  # fmt: skip
+    h = fn.relu(
+        fn.linear(h.flatten(1), t["classifier.0.weight"], t["classifier.0.bias"])
+    )
     return fn.linear(h, t["classifier.2.weight"], t["classifier.2.bias"]).numpy()
 
 

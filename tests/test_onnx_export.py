@@ -32,8 +32,9 @@ def ort_codes(path, x_nhwc, level="ORT_DISABLE_ALL"):
     so.graph_optimization_level = getattr(ort.GraphOptimizationLevel, level)
     so.log_severity_level = 3
     sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-    x = np.ascontiguousarray(x_nhwc.transpose(0, 3, 1, 2) if x_nhwc.ndim == 4
-                             else x_nhwc)  # fmt: skip
+    x = np.ascontiguousarray(
+        x_nhwc.transpose(0, 3, 1, 2) if x_nhwc.ndim == 4 else x_nhwc
+    )
     (y,) = sess.run(None, {sess.get_inputs()[0].name: x})
     shift = 128 if y.dtype == np.uint8 else 0
     return y.astype(np.int64) - shift
@@ -66,17 +67,27 @@ def residual_graph(seed=0):
     r = np.random.default_rng(seed)
     b = GraphBuilder("residual")
     x = b.input("input")
-    c = b.add("Conv2D", x, name="c1", padding=1,
-              params={"weight": _w(r, 8, 3, 3, 3), "bias": _w(r, 8)})  # fmt: skip
+    c = b.add(
+        "Conv2D",
+        x,
+        name="c1",
+        padding=1,
+        params={"weight": _w(r, 8, 3, 3, 3), "bias": _w(r, 8)},
+    )
     c = b.add("ReLU6", c, name="c1.relu6")
-    d = b.add("DepthwiseConv2D", c, name="dw", padding="same", strides=2,
-              params={"weight": _w(r, 1, 3, 3, 8), "bias": _w(r, 8)})  # fmt: skip
+    d = b.add(
+        "DepthwiseConv2D",
+        c,
+        name="dw",
+        padding="same",
+        strides=2,
+        params={"weight": _w(r, 1, 3, 3, 8), "bias": _w(r, 8)},
+    )
     d = b.add("ReLU", d, name="dw.relu")
     p = b.add("Conv2D", d, name="pw", params={"weight": _w(r, 8, 1, 1, 8)})
     a = b.add("Add", [d, p], name="add")
     m = b.add("MaxPool", a, name="mp", pool_size=2)
-    v = b.add("AvgPool", a, name="ap", pool_size=3, strides=2,
-              padding=((1, 0), (1, 0)))  # fmt: skip
+    v = b.add("AvgPool", a, name="ap", pool_size=3, strides=2, padding=((1, 0), (1, 0)))
     cat = b.add("Concat", [m, v], name="cat")
     g = b.add("GlobalAvgPool", cat, name="gap")
     y = b.add("Dense", g, name="fc", params={"weight": _w(r, 5, 16), "bias": _w(r, 5)})
@@ -90,13 +101,19 @@ def chain_graph(seed=1):
     r = np.random.default_rng(seed)
     b = GraphBuilder("chain")
     x = b.input("input")
-    x = b.add("Conv2D", x, name="c1", padding=1,
-              params={"weight": _w(r, 6, 3, 3, 2), "bias": _w(r, 6)})  # fmt: skip
+    x = b.add(
+        "Conv2D",
+        x,
+        name="c1",
+        padding=1,
+        params={"weight": _w(r, 6, 3, 3, 2), "bias": _w(r, 6)},
+    )
     x = b.add("ReLU", x, name="c1.relu")
     x = b.add("MaxPool", x, name="mp", pool_size=2)
     x = b.add("Flatten", x, name="flat")
-    x = b.add("Dense", x, name="fc1",
-              params={"weight": _w(r, 12, 96), "bias": _w(r, 12)})  # fmt: skip
+    x = b.add(
+        "Dense", x, name="fc1", params={"weight": _w(r, 12, 96), "bias": _w(r, 12)}
+    )
     x = b.add("ReLU", x, name="fc1.relu")
     x = b.add("Dense", x, name="fc2", params={"weight": _w(r, 4, 12), "bias": _w(r, 4)})
     return b.build(outputs=x)
@@ -151,8 +168,9 @@ def test_per_tensor_weights_and_float_outputs(tmp_path):
     from refquant.io.onnx_export import export_onnx
 
     qm = _quantize(chain_graph(), (24, 8, 8, 2), weight_granularity="per_tensor")
-    path = export_onnx(qm, tmp_path / "m.onnx", format="qoperator",
-                       dequantize_outputs=True)  # fmt: skip
+    path = export_onnx(
+        qm, tmp_path / "m.onnx", format="qoperator", dequantize_outputs=True
+    )
     x = _inputs((16, 8, 8, 2))
     ort = _ort()
     sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
@@ -200,8 +218,9 @@ def test_relu6_clamp_that_bites_becomes_an_int8_clip(residual_model, tmp_path, f
 def test_uint8_activations_shift_codes_by_128(chain_model, tmp_path):
     from refquant.io.onnx_export import export_onnx
 
-    path = export_onnx(chain_model, tmp_path / "m.onnx", format="qoperator",
-                       activation_dtype="uint8")  # fmt: skip
+    path = export_onnx(
+        chain_model, tmp_path / "m.onnx", format="qoperator", activation_dtype="uint8"
+    )
     x = _inputs((32, 8, 8, 2))
     np.testing.assert_array_equal(
         ort_codes(path, x), chain_model.run_codes(x, profile="onnxruntime")
@@ -221,13 +240,18 @@ def test_write_is_atomic_and_returns_the_path(chain_model, tmp_path):
 
 # ---------------------------------------------------------------- invalid input
 @pytest.mark.peers
-@pytest.mark.parametrize("kwargs, match", [
-    ({"format": "qlinear"}, "format must be one of 'qdq', 'qoperator'; got "
-                            "format='qlinear'"),
-    ({"opset": 11}, r"opset must be an int in \[13, 21\]; got opset=11"),
-    ({"activation_dtype": "int16"}, "activation_dtype must be one of"),
-    ({"dequantize_outputs": 1}, "dequantize_outputs must be a bool"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (
+            {"format": "qlinear"},
+            "format must be one of 'qdq', 'qoperator'; got format='qlinear'",
+        ),
+        ({"opset": 11}, r"opset must be an int in \[13, 21\]; got opset=11"),
+        ({"activation_dtype": "int16"}, "activation_dtype must be one of"),
+        ({"dequantize_outputs": 1}, "dequantize_outputs must be a bool"),
+    ],
+)
 def test_invalid_arguments_are_named(chain_model, tmp_path, kwargs, match):
     from refquant.io.onnx_export import export_onnx
 
@@ -264,8 +288,9 @@ def test_schemes_without_an_onnx_form_name_the_node(tmp_path):
 
     cfg = QuantConfig(weight_granularity="per_group", weight_group_size=6)
     wo = quantize_model(g, _inputs((8, 8, 8, 2)), mode="weight_only", config=cfg)
-    grouped = QuantizedModel(wo.nodes, static.inputs, static.outputs,
-                             static.tensor_qparams)  # fmt: skip
+    grouped = QuantizedModel(
+        wo.nodes, static.inputs, static.outputs, static.tensor_qparams
+    )
     with pytest.raises(UnsupportedOnnxError, match="node 'c1': per-group weights"):
         export_onnx(grouped, tmp_path / "m.onnx")
     asym = _quantize(g, (8, 8, 8, 2), weight_symmetric=False)
@@ -391,8 +416,9 @@ def test_pad_export_and_round_trip(tmp_path, fmt):
     b = GraphBuilder("padded")
     x = b.input("input")
     x = b.add("Pad", x, name="pad", paddings=((0, 0), (1, 2), (0, 1), (0, 0)))
-    x = b.add("Conv2D", x, name="c",
-              params={"weight": _w(r, 4, 3, 3, 2), "bias": _w(r, 4)})  # fmt: skip
+    x = b.add(
+        "Conv2D", x, name="c", params={"weight": _w(r, 4, 3, 3, 2), "bias": _w(r, 4)}
+    )
     qm = _quantize(b.build(outputs=x), (16, 6, 6, 2))
     x = _inputs((8, 6, 6, 2))
     want = qm.run_codes(x, profile="onnxruntime")

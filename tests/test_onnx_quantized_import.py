@@ -61,9 +61,17 @@ def _conv_node(h, n, const, tgt):
     else:
         p = at["padding"]
         pads = {"pads": [0] * 4 if p == "valid" else _pads(p)}
-    return h.make_node("Conv", args, [tgt], name=n.name, group=group,
-                       strides=list(at["strides"]), dilations=list(at["dilations"]),
-                       kernel_shape=list(wo.shape[2:]), **pads)  # fmt: skip
+    return h.make_node(
+        "Conv",
+        args,
+        [tgt],
+        name=n.name,
+        group=group,
+        strides=list(at["strides"]),
+        dilations=list(at["dilations"]),
+        kernel_shape=list(wo.shape[2:]),
+        **pads,
+    )
 
 
 def graph_to_onnx(graph, in_shape_nhwc):
@@ -99,18 +107,39 @@ def graph_to_onnx(graph, in_shape_nhwc):
         elif n.op == "MaxPool":
             k = list(n.attrs["pool_size"])
             s = list(n.attrs["strides"] or k)
-            nodes.append(h.make_node("MaxPool", list(n.inputs), [n.name], name=n.name,
-                                     kernel_shape=k, strides=s))  # fmt: skip
+            nodes.append(
+                h.make_node(
+                    "MaxPool",
+                    list(n.inputs),
+                    [n.name],
+                    name=n.name,
+                    kernel_shape=k,
+                    strides=s,
+                )
+            )
         elif n.op == "GlobalAvgPool":
-            nodes.append(h.make_node("GlobalAveragePool", list(n.inputs),
-                                     [f"{n.name}.4d"], name=n.name))  # fmt: skip
-            nodes.append(h.make_node("Flatten", [f"{n.name}.4d"], [n.name],
-                                     name=f"{n.name}/flatten"))  # fmt: skip
+            nodes.append(
+                h.make_node(
+                    "GlobalAveragePool", list(n.inputs), [f"{n.name}.4d"], name=n.name
+                )
+            )
+            nodes.append(
+                h.make_node(
+                    "Flatten", [f"{n.name}.4d"], [n.name], name=f"{n.name}/flatten"
+                )
+            )
         elif n.op == "Flatten":  # refquant flattens NHWC
             nhwc = f"{n.name}.nhwc"
             perm = [0, 2, 3, 1]
-            nodes.append(h.make_node("Transpose", list(n.inputs), [nhwc],
-                                     name=f"{n.name}/nhwc", perm=perm))  # fmt: skip
+            nodes.append(
+                h.make_node(
+                    "Transpose",
+                    list(n.inputs),
+                    [nhwc],
+                    name=f"{n.name}/nhwc",
+                    perm=perm,
+                )
+            )
             nodes.append(h.make_node("Flatten", [nhwc], [n.name], name=n.name))
         else:
             raise NotImplementedError(n.op)
@@ -124,11 +153,11 @@ def graph_to_onnx(graph, in_shape_nhwc):
             h.make_tensor_value_info(
                 graph.inputs[0], onnx.TensorProto.FLOAT, ["N", c, hh, ww]
             )
-        ],  # fmt: skip
+        ],
         [
             h.make_tensor_value_info(o, onnx.TensorProto.FLOAT, None)
             for o in graph.outputs
-        ],  # fmt: skip
+        ],
         initializer=inits,
     )
     model = h.make_model(g, opset_imports=[h.make_opsetid("", 13)])
@@ -144,18 +173,27 @@ def ort_quantize(fp32_model, calibration_nhwc, path, fmt, activation="QInt8"):
     class Reader(q.CalibrationDataReader):
         def __init__(self, x):
             name = fp32_model.graph.input[0].name
-            self.it = iter([{name: x[i : i + 1].transpose(0, 3, 1, 2).copy()}
-                            for i in range(len(x))])  # fmt: skip
+            self.it = iter(
+                [
+                    {name: x[i : i + 1].transpose(0, 3, 1, 2).copy()}
+                    for i in range(len(x))
+                ]
+            )
 
         def get_next(self):
             return next(self.it, None)
 
     src = f"{path}.fp32.onnx"
     onnx.save(fp32_model, src)
-    q.quantize_static(src, str(path), Reader(calibration_nhwc),
-                      quant_format=getattr(q.QuantFormat, fmt), per_channel=True,
-                      activation_type=getattr(q.QuantType, activation),
-                      weight_type=q.QuantType.QInt8)  # fmt: skip
+    q.quantize_static(
+        src,
+        str(path),
+        Reader(calibration_nhwc),
+        quant_format=getattr(q.QuantFormat, fmt),
+        per_channel=True,
+        activation_type=getattr(q.QuantType, activation),
+        weight_type=q.QuantType.QInt8,
+    )
     return str(path)
 
 
@@ -191,16 +229,32 @@ def test_hand_computed_qlinear_conv():
     from refquant.io.onnx_quantized_import import load_quantized_onnx
 
     h, nh, tp = onnx.helper, onnx.numpy_helper, onnx.TensorProto
-    inits = {"xs": F32(0.5), "xz": np.int8(0), "w": np.int8([[[[3]]]]),
-             "ws": F32([0.25]), "wz": np.int8([0]), "ys": F32(1.0),
-             "yz": np.int8(-1), "b": np.int32([1])}  # fmt: skip
-    nodes = [h.make_node("QuantizeLinear", ["x", "xs", "xz"], ["q"]),
-             h.make_node("QLinearConv", ["q", "xs", "xz", "w", "ws", "wz", "ys",
-                                         "yz", "b"], ["y"], name="conv")]  # fmt: skip
-    g = h.make_graph(nodes, "hand", [h.make_tensor_value_info("x", tp.FLOAT,
-                                                              [None, 1, 1, 2])],
-                     [h.make_tensor_value_info("y", tp.INT8, None)],
-                     [nh.from_array(v, k) for k, v in inits.items()])  # fmt: skip
+    inits = {
+        "xs": F32(0.5),
+        "xz": np.int8(0),
+        "w": np.int8([[[[3]]]]),
+        "ws": F32([0.25]),
+        "wz": np.int8([0]),
+        "ys": F32(1.0),
+        "yz": np.int8(-1),
+        "b": np.int32([1]),
+    }
+    nodes = [
+        h.make_node("QuantizeLinear", ["x", "xs", "xz"], ["q"]),
+        h.make_node(
+            "QLinearConv",
+            ["q", "xs", "xz", "w", "ws", "wz", "ys", "yz", "b"],
+            ["y"],
+            name="conv",
+        ),
+    ]
+    g = h.make_graph(
+        nodes,
+        "hand",
+        [h.make_tensor_value_info("x", tp.FLOAT, [None, 1, 1, 2])],
+        [h.make_tensor_value_info("y", tp.INT8, None)],
+        [nh.from_array(v, k) for k, v in inits.items()],
+    )
     model = h.make_model(g, opset_imports=[h.make_opsetid("", 13)])
     model.ir_version = 8
     qm = load_quantized_onnx(model)
@@ -208,8 +262,9 @@ def test_hand_computed_qlinear_conv():
     assert qm.run_codes(x, profile="onnxruntime").ravel().tolist() == [0, 1]
     assert [n.op for n in qm.nodes] == ["Conv2D"]
     ort = pytest.importorskip("onnxruntime")
-    sess = ort.InferenceSession(model.SerializeToString(),
-                                providers=["CPUExecutionProvider"])  # fmt: skip
+    sess = ort.InferenceSession(
+        model.SerializeToString(), providers=["CPUExecutionProvider"]
+    )
     assert sess.run(None, {"x": x.transpose(0, 3, 1, 2)})[0].ravel().tolist() == [0, 1]
 
 
@@ -221,16 +276,20 @@ def test_export_import_round_trip_keeps_every_code(tmp_path, fmt, which):
     from refquant.io.onnx_export import export_onnx
     from refquant.io.onnx_quantized_import import load_quantized_onnx
 
-    graph, shape = ((residual_graph(), (24, 8, 8, 3)) if which == "residual"
-                    else (chain_graph(), (24, 8, 8, 2)))  # fmt: skip
+    graph, shape = (
+        (residual_graph(), (24, 8, 8, 3))
+        if which == "residual"
+        else (chain_graph(), (24, 8, 8, 2))
+    )
     qm = _quantize(graph, shape)
     back = load_quantized_onnx(export_onnx(qm, tmp_path / "m.onnx", format=fmt))
     # GlobalAvgPool(keepdims=False) comes back as GlobalAvgPool + Flatten
     ops = [n.op for n in qm.nodes if n.op != "Flatten"]
     assert [n.op for n in back.nodes if n.op != "Flatten"] == ops
     x = _inputs((40, *shape[1:]))
-    np.testing.assert_array_equal(back.run_codes(x, profile="onnxruntime"),
-                                  qm.run_codes(x, profile="onnxruntime"))  # fmt: skip
+    np.testing.assert_array_equal(
+        back.run_codes(x, profile="onnxruntime"), qm.run_codes(x, profile="onnxruntime")
+    )
 
 
 # ---------------------------------------------------------------- ORT quantized
@@ -243,8 +302,13 @@ def test_ort_quantized_chain_model_matches_ort(tmp_path, fmt):
     fp32 = graph_to_onnx(prepare_graph(chain_graph()), (1, 8, 8, 2))
     path = ort_quantize(fp32, _inputs((16, 8, 8, 2), seed=5), tmp_path / "q.onnx", fmt)
     qm = load_quantized_onnx(path)
-    assert [n.op for n in qm.nodes] == ["Conv2D", "MaxPool", "Flatten", "Dense",
-                                        "Dense"]  # fmt: skip
+    assert [n.op for n in qm.nodes] == [
+        "Conv2D",
+        "MaxPool",
+        "Flatten",
+        "Dense",
+        "Dense",
+    ]
     assert_matches_ort(qm, path, _inputs((64, 8, 8, 2)))
 
 
@@ -261,8 +325,9 @@ def test_ort_quantized_residual_model_matches_ort(tmp_path):
     b = GraphBuilder("residual_ort")
     x = b.input("input")
     for n in keep[:-2]:
-        x = b.add(n.op, list(n.inputs), name=n.name, params=dict(n.params),
-                  **dict(n.attrs))  # fmt: skip
+        x = b.add(
+            n.op, list(n.inputs), name=n.name, params=dict(n.params), **dict(n.attrs)
+        )
     x = b.add("GlobalAvgPool", "add", name="gap")
     r = np.random.default_rng(0)
     x = b.add(
@@ -272,8 +337,9 @@ def test_ort_quantized_residual_model_matches_ort(tmp_path):
         params={"weight": (r.standard_normal((5, 8)) * 0.3).astype(F32)},
     )
     fp32 = graph_to_onnx(b.build(outputs=x), (1, 8, 8, 3))
-    path = ort_quantize(fp32, _inputs((16, 8, 8, 3), seed=5), tmp_path / "q.onnx",
-                        "QOperator")  # fmt: skip
+    path = ort_quantize(
+        fp32, _inputs((16, 8, 8, 3), seed=5), tmp_path / "q.onnx", "QOperator"
+    )
     qm = load_quantized_onnx(path)
     assert {"Add", "GlobalAvgPool", "DepthwiseConv2D"} <= {n.op for n in qm.nodes}
     assert_matches_ort(qm, path, _inputs((64, 8, 8, 3)))
@@ -282,9 +348,10 @@ def test_ort_quantized_residual_model_matches_ort(tmp_path):
 @pytest.mark.peers
 @pytest.mark.assets
 @pytest.mark.skipif(not _cached("mnist_cnn", "mnist_5k"), reason="assets not cached")
-@pytest.mark.parametrize("fmt, activation", [("QOperator", "QInt8"),
-                                             ("QDQ", "QInt8"),
-                                             ("QOperator", "QUInt8")])  # fmt: skip
+@pytest.mark.parametrize(
+    "fmt, activation",
+    [("QOperator", "QInt8"), ("QDQ", "QInt8"), ("QOperator", "QUInt8")],
+)
 def test_ort_quantized_mnist_cnn_matches_ort_on_500_digits(tmp_path, fmt, activation):
     from refquant.io.onnx_quantized_import import load_quantized_onnx
     from refquant.ptq import prepare_graph
@@ -293,8 +360,15 @@ def test_ort_quantized_mnist_cnn_matches_ort_on_500_digits(tmp_path, fmt, activa
     fp32 = graph_to_onnx(prepare_graph(graph), (1, 28, 28, 1))
     path = ort_quantize(fp32, cal[::5], tmp_path / "q.onnx", fmt, activation)
     qm = load_quantized_onnx(path)
-    assert [n.op for n in qm.nodes] == ["Conv2D", "MaxPool", "Conv2D", "MaxPool",
-                                        "Flatten", "Dense", "Dense"]  # fmt: skip
+    assert [n.op for n in qm.nodes] == [
+        "Conv2D",
+        "MaxPool",
+        "Conv2D",
+        "MaxPool",
+        "Flatten",
+        "Dense",
+        "Dense",
+    ]
     assert len(x) == 500
     assert_matches_ort(qm, path, x)
     assert (
@@ -367,12 +441,17 @@ def test_unsupported_ops_are_named_with_their_nodes():
     from refquant.io.onnx_quantized_import import load_quantized_onnx
 
     h = onnx.helper
-    inits = {"s": F32(0.1), "z": np.int8(0), "w": np.ones((4, 3), np.int8),
-             "wz": np.int8(0)}  # fmt: skip
-    nodes = [h.make_node("DynamicQuantizeLinear", ["x"], ["q", "qs", "qz"],
-                         name="dql"),
-             h.make_node("MatMulInteger", ["q", "w", "qz", "wz"], ["acc"], name="mmi"),
-             h.make_node("Cast", ["acc"], ["y"], name="cast", to=1)]  # fmt: skip
+    inits = {
+        "s": F32(0.1),
+        "z": np.int8(0),
+        "w": np.ones((4, 3), np.int8),
+        "wz": np.int8(0),
+    }
+    nodes = [
+        h.make_node("DynamicQuantizeLinear", ["x"], ["q", "qs", "qz"], name="dql"),
+        h.make_node("MatMulInteger", ["q", "w", "qz", "wz"], ["acc"], name="mmi"),
+        h.make_node("Cast", ["acc"], ["y"], name="cast", to=1),
+    ]
     with pytest.raises(UnsupportedOnnxError) as info:
         load_quantized_onnx(_float_model(onnx, nodes, inits))
     msg = str(info.value)
@@ -380,9 +459,11 @@ def test_unsupported_ops_are_named_with_their_nodes():
     assert "2 ONNX op types" in msg
     assert "DynamicQuantizeLinear (1 nodes, first 'dql')" in msg
     assert "MatMulInteger (1 nodes, first 'mmi'): only DynamicQuantizeLinear" in msg
-    softmax = [h.make_node("QuantizeLinear", ["x", "s", "z"], ["q"]),
-               h.make_node("DequantizeLinear", ["q", "s", "z"], ["f"]),
-               h.make_node("Softmax", ["f"], ["y"], name="sm")]  # fmt: skip
+    softmax = [
+        h.make_node("QuantizeLinear", ["x", "s", "z"], ["q"]),
+        h.make_node("DequantizeLinear", ["q", "s", "z"], ["f"]),
+        h.make_node("Softmax", ["f"], ["y"], name="sm"),
+    ]
     with pytest.raises(UnsupportedOnnxError, match="Softmax .*first 'sm'"):
         load_quantized_onnx(_float_model(onnx, softmax, inits))
 
@@ -412,8 +493,17 @@ DDDDOCR_MEMBER = "ddddocr/common_old.onnx"
 def ddddocr_old(tmp_path_factory):
     _onnx()
     d = tmp_path_factory.mktemp("ddddocr")
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet",
-           "ddddocr==1.6.1", "-d", str(d)]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--quiet",
+        "ddddocr==1.6.1",
+        "-d",
+        str(d),
+    ]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     wheels = list(d.glob("*.whl"))
     if done.returncode or not wheels:
@@ -435,8 +525,10 @@ def test_ddddocr_dynamic_graph_names_what_is_missing(ddddocr_old):
     assert "ConvInteger (21 nodes, first 'Conv_0_quant')" in msg
     assert "DynamicQuantizeLinear (21 nodes" in msg
     assert "MatMulInteger (" not in msg and "3 ONNX op types" in msg
-    assert "DynamicQuantizeLSTM (1 nodes, first 'LSTM_202_quant'): the quantized " \
-           "LSTM is out of scope" in msg  # fmt: skip
+    assert (
+        "DynamicQuantizeLSTM (1 nodes, first 'LSTM_202_quant'): the quantized "
+        "LSTM is out of scope" in msg
+    )
 
 
 # ---------------------------------------------------------------- dynamic
@@ -468,8 +560,11 @@ def test_dynamic_conv_chain_matches_ort_exactly(tmp_path):
     del fp32.graph.node[:]
     fp32.graph.node.extend(keep)
     del fp32.graph.output[:]
-    fp32.graph.output.append(onnx.helper.make_tensor_value_info(
-        keep[0].output[0], onnx.TensorProto.FLOAT, None))  # fmt: skip
+    fp32.graph.output.append(
+        onnx.helper.make_tensor_value_info(
+            keep[0].output[0], onnx.TensorProto.FLOAT, None
+        )
+    )
     path = ort_quantize_dynamic(fp32, tmp_path / "d.onnx")
     qm = load_quantized_onnx(path)
     assert qm.mode == "dynamic" and [n.op for n in qm.nodes] == ["Conv2D"]
@@ -492,14 +587,29 @@ def test_ort_dynamic_mnist_cnn_is_bit_exact(tmp_path):
     from refquant.ptq import prepare_graph
 
     graph, _, _, x, _ = _mnist()
-    path = ort_quantize_dynamic(graph_to_onnx(prepare_graph(graph), (1, 28, 28, 1)),
-                                tmp_path / "d.onnx")  # fmt: skip
+    path = ort_quantize_dynamic(
+        graph_to_onnx(prepare_graph(graph), (1, 28, 28, 1)), tmp_path / "d.onnx"
+    )
     qm = load_quantized_onnx(path)
     ops = [n.op for n in qm.nodes]
-    assert ops == ["Conv2D", "ReLU", "MaxPool", "Conv2D", "ReLU", "MaxPool",
-                   "Flatten", "Dense", "ReLU", "Dense"]  # fmt: skip
+    assert ops == [
+        "Conv2D",
+        "ReLU",
+        "MaxPool",
+        "Conv2D",
+        "ReLU",
+        "MaxPool",
+        "Flatten",
+        "Dense",
+        "ReLU",
+        "Dense",
+    ]
     x = x[:100]
-    got = np.concatenate([ort_float_outputs(path, x[i : i + 1], "ORT_DISABLE_ALL")
-                          for i in range(len(x))])  # fmt: skip
+    got = np.concatenate(
+        [
+            ort_float_outputs(path, x[i : i + 1], "ORT_DISABLE_ALL")
+            for i in range(len(x))
+        ]
+    )
     # per-image dynamic quantization: every float output equal, bit for bit
     np.testing.assert_array_equal(qm.run(x, profile="onnxruntime", batch_size=1), got)

@@ -25,9 +25,18 @@ def test_fc_16x8_tflite_reference_rounds_half_away_like_int8():
     w = np.array([[1]], np.int8)
     bias = np.zeros(1, np.int64)
     got = fully_connected(
-        x, 0.5, 0, w, 0.5, 0, bias, 1.0, 0, out_dtype=np.int16,
+        x,
+        0.5,
+        0,
+        w,
+        0.5,
+        0,
+        bias,
+        1.0,
+        0,
+        out_dtype=np.int16,
         profile="tflite_reference",
-    )  # fmt: skip
+    )
     assert got.dtype == np.int16
     assert got.ravel().tolist() == [-8, 8, -1, 1, -1]
 
@@ -38,9 +47,18 @@ def test_conv_16x8_tflite_reference_keeps_the_int64_form():
     x = np.array([-30, 30, -2, 2, -3], np.int16).reshape(1, 1, 5, 1)
     w = np.ones((1, 1, 1, 1), np.int8)
     got = conv2d(
-        x, 0.5, 0, w, 0.5, 0, np.zeros(1, np.int64), 1.0, 0, out_dtype=np.int16,
+        x,
+        0.5,
+        0,
+        w,
+        0.5,
+        0,
+        np.zeros(1, np.int64),
+        1.0,
+        0,
+        out_dtype=np.int16,
         profile="tflite_reference",
-    )  # fmt: skip
+    )
     assert got.ravel().tolist() == [-7, 8, 0, 1, -1]
 
 
@@ -61,9 +79,12 @@ def _int16_op(op, x, s_x):
     from refquant.kernels import activations
 
     return getattr(activations, op)(
-        np.asarray(x, np.int16), s_x, 0, out_dtype=np.int16,
+        np.asarray(x, np.int16),
+        s_x,
+        0,
+        out_dtype=np.int16,
         profile="tflite_reference",
-    ).tolist()  # fmt: skip
+    ).tolist()
 
 
 def test_int16_table_entries_are_tflite_values():
@@ -118,14 +139,22 @@ def test_int16_tflite_logistic_needs_the_fixed_qparams():
         logistic(x, 2.0**-12, 3, out_dtype=np.int16, profile="tflite_reference")
     with pytest.raises(InvalidArgumentError, match="y_scale"):
         tanh(
-            x, 2.0**-12, 0, y_scale=2.0**-14, y_zero_point=0, out_dtype=np.int16,
+            x,
+            2.0**-12,
+            0,
+            y_scale=2.0**-14,
+            y_zero_point=0,
+            out_dtype=np.int16,
             profile="tflite_reference",
-        )  # fmt: skip
+        )
     with pytest.raises(InvalidArgumentError, match="overflows int32"):
         logistic(
-            np.int16([32767]), 100.0, 0, out_dtype=np.int16,
+            np.int16([32767]),
+            100.0,
+            0,
+            out_dtype=np.int16,
             profile="tflite_reference",
-        )  # fmt: skip
+        )
 
 
 def test_float32_lut_logistic_is_warning_free_at_exp_overflow():
@@ -154,9 +183,15 @@ def test_onnxruntime_concat_divides_the_float32_dequantized_value():
     # 161.1182 / 2.754157 = 58.5000022... -> f32 58.500004 -> 59.  The
     # rational 117 s / (2 s) is 58.5 exactly, which ties to even (58).
     got = concatenation(
-        [np.uint8([117, 116, 0]), np.uint8([9])], [s, 2 * s], [0, 0], 2 * s, 0,
-        axis=0, out_dtype=np.uint8, profile="onnxruntime",
-    )  # fmt: skip
+        [np.uint8([117, 116, 0]), np.uint8([9])],
+        [s, 2 * s],
+        [0, 0],
+        2 * s,
+        0,
+        axis=0,
+        out_dtype=np.uint8,
+        profile="onnxruntime",
+    )
     assert got.tolist() == [59, 58, 0, 9]  # 116 -> 58 exactly; 9 is copied
     exact = concatenation(
         [np.uint8([117])], [s], [0], 2 * s, 0, axis=0, out_dtype=np.uint8
@@ -170,9 +205,15 @@ def test_onnxruntime_concat_power_of_two_ties_go_to_even():
     # (q - 7) * 2^-3 / 2^-2 = (q - 7) / 2: q = 8 -> 0.5 -> 0, q = 10 -> 1.5 -> 2,
     # q = 6 -> -0.5 -> 0, q = 0 -> -3.5 -> -4; plus z_y = 128.
     got = concatenation(
-        [np.uint8([8, 10, 6, 0])], [0.125], [7], 0.25, 128, axis=0,
-        out_dtype=np.uint8, profile="onnxruntime",
-    )  # fmt: skip
+        [np.uint8([8, 10, 6, 0])],
+        [0.125],
+        [7],
+        0.25,
+        128,
+        axis=0,
+        out_dtype=np.uint8,
+        profile="onnxruntime",
+    )
     assert got.tolist() == [128, 130, 128, 124]
 
 
@@ -194,9 +235,18 @@ def _add16(a, s_a, b, s_b, s_y, pot=True):
     from refquant.kernels.elementwise import add
 
     return add(
-        np.int16(a), s_a, 0, np.int16(b), s_b, 0, s_y, 0, out_dtype=np.int16,
-        profile="tflite_reference", pot_scale_int16=pot,
-    ).tolist()  # fmt: skip
+        np.int16(a),
+        s_a,
+        0,
+        np.int16(b),
+        s_b,
+        0,
+        s_y,
+        0,
+        out_dtype=np.int16,
+        profile="tflite_reference",
+        pot_scale_int16=pot,
+    ).tolist()
 
 
 def test_int16_add_pot_path_rounds_the_shifted_input_first():
@@ -286,9 +336,14 @@ def test_int16_softmax_equal_pair_is_one_half():
     # ((65524 << 15) + 2^13) >> 14 = 131048, - 98304 = 32744 -> reciprocal
     # 16387; (32762 * 16387 + 2^14) >> 15 = 536887278 >> 15 = 16384.
     got = softmax(
-        np.int16([[0, 0], [-7, -7]]), 0.001, 0, y_scale=2.0**-15, y_zero_point=0,
-        out_dtype=np.int16, profile="tflite_reference",
-    )  # fmt: skip
+        np.int16([[0, 0], [-7, -7]]),
+        0.001,
+        0,
+        y_scale=2.0**-15,
+        y_zero_point=0,
+        out_dtype=np.int16,
+        profile="tflite_reference",
+    )
     assert got.dtype == np.int16 and got.tolist() == [[16384, 16384]] * 2
 
 
@@ -303,6 +358,11 @@ def test_int16_softmax_invalid():
         softmax(np.int16([[1, 2]]), 0.01, 3, profile="tflite_reference", **kw)
     with pytest.raises(NotImplementedError, match="int16 output"):
         softmax(
-            np.int16([[1, 2]]), 0.01, 0, y_scale=2.0**-14, y_zero_point=0,
-            out_dtype=np.int16, profile="tflite_reference",
-        )  # fmt: skip
+            np.int16([[1, 2]]),
+            0.01,
+            0,
+            y_scale=2.0**-14,
+            y_zero_point=0,
+            out_dtype=np.int16,
+            profile="tflite_reference",
+        )

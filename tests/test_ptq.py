@@ -45,11 +45,21 @@ def test_default_settings_are_the_documented_ones():
     s = LayerSettings()
     w = s.weight_scheme("Conv2D")
     assert (w.bits, w.symmetric, w.narrow_range, w.granularity, w.axis) == (
-        8, True, True, "per_channel", 0)  # fmt: skip
+        8,
+        True,
+        True,
+        "per_channel",
+        0,
+    )
     assert s.weight_scheme("DepthwiseConv2D").axis == 3
     a = s.activation_scheme()
     assert (a.bits, a.symmetric, a.granularity, a.qmin, a.qmax) == (
-        8, False, "per_tensor", -128, 127)  # fmt: skip
+        8,
+        False,
+        "per_tensor",
+        -128,
+        127,
+    )
 
 
 @pytest.mark.parametrize(
@@ -88,8 +98,9 @@ def test_calibration_streams_and_matches_one_pass(rng):
     x = rng.standard_normal((37, 6)).astype(np.float32)
     seen = []
     observers = {"fc": make_observer("minmax"), "input": make_observer("minmax")}
-    obs = calibrate(g, x, observers, batch_size=5,
-                    progress=lambda d, t: seen.append((d, t)))  # fmt: skip
+    obs = calibrate(
+        g, x, observers, batch_size=5, progress=lambda d, t: seen.append((d, t))
+    )
     y = g.run(x)
     assert obs["fc"].compute_range() == (float(y.min()), float(y.max()))
     assert obs["input"].compute_range() == (float(x.min()), float(x.max()))
@@ -136,8 +147,12 @@ def test_static_dense_qparams_and_error_bound(rng):
     np.testing.assert_array_equal(node.bias, np.rint(b / (s_x * s_w)))
     # bound (7.1): sum_k (|w| s_x/2 + (|x|+s_x/2) s_w/2) + s_x s_w/2 + s_y/2
     s_y = qm.tensor_qparams["fc"].scale
-    bound = (np.abs(w) @ np.full(6, s_x / 2) + (np.abs(x) + s_x / 2) @
-             np.ones((6, 4)) * s_w / 2 + s_x * s_w / 2 + s_y / 2)  # fmt: skip
+    bound = (
+        np.abs(w) @ np.full(6, s_x / 2)
+        + (np.abs(x) + s_x / 2) @ np.ones((6, 4)) * s_w / 2
+        + s_x * s_w / 2
+        + s_y / 2
+    )
     err = np.abs(qm.run(x).astype(np.float64) - y)
     assert np.all(err <= bound * (1 + 1e-6))
 
@@ -154,14 +169,27 @@ def test_static_matches_float_on_conv_net(rng):
 def small_convnet(rng):
     b = GraphBuilder("small")
     x = b.input("input")
-    h = b.add("Conv2D", x, name="c1", padding="same", params={
-        "weight": rng.standard_normal((8, 3, 3, 3)).astype(np.float32) * 0.3,
-        "bias": rng.standard_normal(8).astype(np.float32) * 0.1})  # fmt: skip
-    h = b.add("BatchNorm", h, name="bn", params={
-        "gamma": rng.uniform(0.5, 1.5, 8).astype(np.float32),
-        "beta": rng.standard_normal(8).astype(np.float32) * 0.1,
-        "mean": rng.standard_normal(8).astype(np.float32) * 0.1,
-        "var": rng.uniform(0.5, 1.5, 8).astype(np.float32)})  # fmt: skip
+    h = b.add(
+        "Conv2D",
+        x,
+        name="c1",
+        padding="same",
+        params={
+            "weight": rng.standard_normal((8, 3, 3, 3)).astype(np.float32) * 0.3,
+            "bias": rng.standard_normal(8).astype(np.float32) * 0.1,
+        },
+    )
+    h = b.add(
+        "BatchNorm",
+        h,
+        name="bn",
+        params={
+            "gamma": rng.uniform(0.5, 1.5, 8).astype(np.float32),
+            "beta": rng.standard_normal(8).astype(np.float32) * 0.1,
+            "mean": rng.standard_normal(8).astype(np.float32) * 0.1,
+            "var": rng.uniform(0.5, 1.5, 8).astype(np.float32),
+        },
+    )
     h = b.add("ReLU6", h, name="r1")
     d = b.add(
         "DepthwiseConv2D",
@@ -176,9 +204,15 @@ def small_convnet(rng):
     c = b.add("Concat", [m, a], name="cat")
     c = b.add("Pad", c, name="pad", paddings=((0, 0), (1, 1), (1, 1), (0, 0)))
     p = b.add("GlobalAvgPool", c, name="gap")
-    o = b.add("Dense", p, name="fc", params={
-        "weight": rng.standard_normal((5, 16)).astype(np.float32) * 0.3,
-        "bias": np.zeros(5, np.float32)})  # fmt: skip
+    o = b.add(
+        "Dense",
+        p,
+        name="fc",
+        params={
+            "weight": rng.standard_normal((5, 16)).astype(np.float32) * 0.3,
+            "bias": np.zeros(5, np.float32),
+        },
+    )
     return b.build(outputs=o)
 
 
@@ -188,11 +222,15 @@ def test_overrides_are_honored(rng):
     x[0, 0, 0, 0] = 40.0  # one outlier in the input
     cfg = QuantConfig(
         by_op={"Dense": {"weight_granularity": "per_tensor"}},
-        by_name={"c1": {"weight_bits": 4},
-                 "input": {"activation_observer": "percentile",
-                           "activation_observer_options": {"percentile": 99.0}},
-                 "dw": {"activation_bits": 4, "activation_symmetric": True}},
-    )  # fmt: skip
+        by_name={
+            "c1": {"weight_bits": 4},
+            "input": {
+                "activation_observer": "percentile",
+                "activation_observer_options": {"percentile": 99.0},
+            },
+            "dw": {"activation_bits": 4, "activation_symmetric": True},
+        },
+    )
     qm = quantize_model(g, x, config=cfg)
     assert qm.node("fc").weight.scale.shape == ()
     assert qm.node("dw").weight.scale.shape == (8,)
@@ -206,8 +244,12 @@ def test_overrides_are_honored(rng):
 
 
 def test_unfolded_batch_norm_runs_as_depthwise(rng):
-    bn = {"gamma": np.float32([2, 0.5]), "beta": np.float32([0.1, -0.2]),
-          "mean": np.float32([0.3, 0.0]), "var": np.float32([1.0, 4.0])}  # fmt: skip
+    bn = {
+        "gamma": np.float32([2, 0.5]),
+        "beta": np.float32([0.1, -0.2]),
+        "mean": np.float32([0.3, 0.0]),
+        "var": np.float32([1.0, 4.0]),
+    }
     g = sequential([("ReLU", {}, {}), ("BatchNorm", bn, {})])
     x = rng.standard_normal((20, 3, 3, 2)).astype(np.float32)
     qm = quantize_model(g, x)
@@ -224,8 +266,9 @@ def test_dynamic_and_weight_only(rng):
     dyn = quantize_model(g, mode="dynamic")
     assert dyn.mode == "dynamic" and dyn.node("fc").bias.dtype == np.float32
     assert np.abs(dyn.run(x) - y).max() <= 0.05 * (y.max() - y.min())
-    cfg = QuantConfig(weight_bits=4, weight_granularity="per_group",
-                      weight_group_size=32)  # fmt: skip
+    cfg = QuantConfig(
+        weight_bits=4, weight_granularity="per_group", weight_group_size=32
+    )
     wo = quantize_model(g, mode="weight_only", config=cfg)
     w = wo.node("fc").weight
     assert w.scale.shape == (5, 1)  # K = 16 < 32: one group per row
@@ -233,9 +276,14 @@ def test_dynamic_and_weight_only(rng):
     assert np.abs(wo.run(x) - y).max() <= 0.2 * (y.max() - y.min())
     # weight-only equals the float graph on the dequantized weights
     pg = prepare_graph(g)
-    nodes = [n.replace(params={**n.params, "weight": wo.node(n.name).weight
-                               .dequantize(np.float32)}) if "weight" in n.params
-             else n for n in pg.nodes]  # fmt: skip
+    nodes = [
+        n.replace(
+            params={**n.params, "weight": wo.node(n.name).weight.dequantize(np.float32)}
+        )
+        if "weight" in n.params
+        else n
+        for n in pg.nodes
+    ]
     np.testing.assert_array_equal(wo.run(x), pg.replace(nodes=nodes).run(x))
 
 

@@ -43,9 +43,15 @@ def rng():
 def head_graph(rng, op):
     b = GraphBuilder("head")
     x = b.input("input")
-    h = b.add("Dense", x, name="fc", params={
-        "weight": rng.standard_normal((6, 5)).astype(np.float32),
-        "bias": rng.standard_normal(6).astype(np.float32)})  # fmt: skip
+    h = b.add(
+        "Dense",
+        x,
+        name="fc",
+        params={
+            "weight": rng.standard_normal((6, 5)).astype(np.float32),
+            "bias": rng.standard_normal(6).astype(np.float32),
+        },
+    )
     h = b.add("ReLU", h, name="relu") if op == "Sigmoid" else h
     h = b.add("Reshape", h, name="rs", shape=(2, 3))
     h = b.add("Flatten", h, name="fl")
@@ -68,8 +74,11 @@ def test_local_parity_at_most_one_code(rng, profile):
 
 
 def test_fixed_output_grids(rng):
-    for op, want in (("Softmax", (1 / 256, -128)), ("Sigmoid", (1 / 256, -128)),
-                     ("Tanh", (1 / 128, 0))):  # fmt: skip
+    for op, want in (
+        ("Softmax", (1 / 256, -128)),
+        ("Sigmoid", (1 / 256, -128)),
+        ("Tanh", (1 / 128, 0)),
+    ):
         h = head_graph(rng, op)
         qm = quantize_model(h, rng.standard_normal((10, 5)).astype(np.float32))
         qp = qm.tensor_qparams["act"]
@@ -80,8 +89,7 @@ def test_fixed_output_grids(rng):
 def test_dense_engine_equals_fraction_oracle(rng):
     w = rng.standard_normal((3, 4)).astype(np.float32)
     b = rng.standard_normal(3).astype(np.float32)
-    g = sequential([("Dense", {"weight": w, "bias": b}, {"activation": "relu"},
-                     "fc")])  # fmt: skip
+    g = sequential([("Dense", {"weight": w, "bias": b}, {"activation": "relu"}, "fc")])
     x = rng.standard_normal((25, 4)).astype(np.float32)
     qm = quantize_model(g, x)
     node, a, y = qm.node("fc"), qm.tensor_qparams["input"], qm.tensor_qparams["fc"]
@@ -95,8 +103,10 @@ def test_dense_engine_equals_fraction_oracle(rng):
                 == int(round(Fraction(float(x[n, 0])) / Fraction(a.scale)))
                 + a.zero_point
             )
-            acc = sum((int(qx[n, k]) - a.zero_point) * int(node.weight.codes[o, k])
-                      for k in range(4)) + int(node.bias[o])  # fmt: skip
+            acc = sum(
+                (int(qx[n, k]) - a.zero_point) * int(node.weight.codes[o, k])
+                for k in range(4)
+            ) + int(node.bias[o])
             real = acc * Fraction(a.scale) * Fraction(float(node.weight.scale[o]))
             code = round(real / Fraction(y.scale)) + y.zero_point  # half_even
             code = min(max(code, y.zero_point, -128), 127)  # relu clamp
@@ -105,13 +115,21 @@ def test_dense_engine_equals_fraction_oracle(rng):
 
 @pytest.mark.parametrize("profile", ["exact", "tflite_reference", "onnxruntime"])
 def test_conv_max_pool_fusion_is_bit_identical(rng, profile):
-    g = sequential([
-        ("Conv2D", {"weight": rng.standard_normal((4, 3, 3, 2)).astype(np.float32),
-                    "bias": rng.standard_normal(4).astype(np.float32)},
-         {"padding": 1, "activation": "relu"}, "conv"),
-        ("MaxPool", {}, {"pool_size": 2}, "pool"),
-        ("Flatten", {}, {}, "flat"),
-    ])  # fmt: skip
+    g = sequential(
+        [
+            (
+                "Conv2D",
+                {
+                    "weight": rng.standard_normal((4, 3, 3, 2)).astype(np.float32),
+                    "bias": rng.standard_normal(4).astype(np.float32),
+                },
+                {"padding": 1, "activation": "relu"},
+                "conv",
+            ),
+            ("MaxPool", {}, {"pool_size": 2}, "pool"),
+            ("Flatten", {}, {}, "flat"),
+        ]
+    )
     x = rng.standard_normal((5, 6, 6, 2)).astype(np.float32)
     qm = quantize_model(g, x)
     fused = qm.run_codes(x, profile=profile)
@@ -132,16 +150,16 @@ def test_simulation_tracks_engine(rng):
 
 def test_size_accounting_by_hand(rng):
     w = rng.standard_normal((4, 6)).astype(np.float32)
-    g = sequential([("Dense", {"weight": w, "bias": np.ones(4, np.float32)}, {},
-                     "fc")])  # fmt: skip
+    g = sequential([("Dense", {"weight": w, "bias": np.ones(4, np.float32)}, {}, "fc")])
     x = rng.standard_normal((5, 6)).astype(np.float32)
     qm = quantize_model(g, x)
     # 24 int8 codes + 4 float32 scales + 4 int8 zero points + 4 int32 biases
     # + 2 activations x (float32 scale + int8 zero point)
     assert qm.size_bytes() == 24 + 16 + 4 + 16 + 2 * 5
     assert qm.fp32_size_bytes() == (24 + 4) * 4
-    cfg = QuantConfig(weight_bits=4, weight_granularity="per_group",
-                      weight_group_size=3)  # fmt: skip
+    cfg = QuantConfig(
+        weight_bits=4, weight_granularity="per_group", weight_group_size=3
+    )
     wo = quantize_model(g, mode="weight_only", config=cfg)
     # 24 int4 codes (12 bytes) + 8 groups x (4 + 0.5 -> int4 zp: 4 bytes) + bias
     assert wo.node("fc").weight.scale.shape == (4, 2)
@@ -213,33 +231,67 @@ def every_op_graph(rng):
     spread = np.exp2(rng.uniform(-3, 3, 8)).astype(np.float32)
     b = GraphBuilder("every_op")
     x = b.input("input")
-    h = b.add("Conv2D", x, name="c1", padding="same", activation="relu6", params={
-        "weight": rng.standard_normal((8, 3, 3, 3)).astype(np.float32) * 0.3
-        * spread[:, None, None, None],
-        "bias": rng.standard_normal(8).astype(np.float32)})  # fmt: skip
-    d = b.add("DepthwiseConv2D", h, name="dw", padding=1, params={
-        "weight": rng.standard_normal((1, 3, 3, 8)).astype(np.float32) * spread,
-        "bias": rng.standard_normal(8).astype(np.float32) * 0.1})  # fmt: skip
+    h = b.add(
+        "Conv2D",
+        x,
+        name="c1",
+        padding="same",
+        activation="relu6",
+        params={
+            "weight": rng.standard_normal((8, 3, 3, 3)).astype(np.float32)
+            * 0.3
+            * spread[:, None, None, None],
+            "bias": rng.standard_normal(8).astype(np.float32),
+        },
+    )
+    d = b.add(
+        "DepthwiseConv2D",
+        h,
+        name="dw",
+        padding=1,
+        params={
+            "weight": rng.standard_normal((1, 3, 3, 8)).astype(np.float32) * spread,
+            "bias": rng.standard_normal(8).astype(np.float32) * 0.1,
+        },
+    )
     s = b.add("Add", [h, d], name="add", activation="relu")
     w2 = rng.standard_normal((8, 2, 2, 8)).astype(np.float32) * 0.2
     c2 = b.add("Conv2D", s, name="c2", padding="valid", params={"weight": w2})
     m = b.add("MaxPool", c2, name="mp", pool_size=2, strides=(1, 1))
-    a = b.add("AvgPool", m, name="ap", pool_size=2, strides=(1, 1),
-              padding="same")  # fmt: skip
+    a = b.add("AvgPool", m, name="ap", pool_size=2, strides=(1, 1), padding="same")
     c = b.add("Concat", [m, a], name="cat")
     c = b.add("Pad", c, name="pad", paddings=((0, 0), (1, 1), (1, 1), (0, 0)))
-    c = b.add("Conv2D", c, name="pw", params={
-        "weight": rng.standard_normal((24, 1, 1, 16)).astype(np.float32) * 0.2,
-        "bias": rng.standard_normal(24).astype(np.float32) * 0.1})  # fmt: skip
+    c = b.add(
+        "Conv2D",
+        c,
+        name="pw",
+        params={
+            "weight": rng.standard_normal((24, 1, 1, 16)).astype(np.float32) * 0.2,
+            "bias": rng.standard_normal(24).astype(np.float32) * 0.1,
+        },
+    )
     f = b.add("Flatten", c, name="flat")
-    f = b.add("Dense", f, name="fc1", activation="relu", params={
-        "weight": rng.standard_normal((16, 24 * 64)).astype(np.float32) * 0.05,
-        "bias": rng.standard_normal(16).astype(np.float32) * 0.1})  # fmt: skip
+    f = b.add(
+        "Dense",
+        f,
+        name="fc1",
+        activation="relu",
+        params={
+            "weight": rng.standard_normal((16, 24 * 64)).astype(np.float32) * 0.05,
+            "bias": rng.standard_normal(16).astype(np.float32) * 0.1,
+        },
+    )
     p = b.add("GlobalAvgPool", s, name="gap")
     o = b.add("Concat", [f, p], name="cat2")
-    o = b.add("Dense", o, name="fc2", params={
-        "weight": rng.standard_normal((5, 24)).astype(np.float32) * 0.3,
-        "bias": rng.standard_normal(5).astype(np.float32) * 0.1})  # fmt: skip
+    o = b.add(
+        "Dense",
+        o,
+        name="fc2",
+        params={
+            "weight": rng.standard_normal((5, 24)).astype(np.float32) * 0.3,
+            "bias": rng.standard_normal(5).astype(np.float32) * 0.1,
+        },
+    )
     return b.build(outputs=b.add("Softmax", o, name="prob"))
 
 
@@ -266,8 +318,7 @@ def test_compiled_program_equals_kernel_calls_small_convnet(rng, profile):
     qm = quantize_model(g, x)
     want = kernel_by_kernel(qm, x, profile)
     np.testing.assert_array_equal(qm.run_codes(x, profile=profile), want["fc"])
-    np.testing.assert_array_equal(qm.run_codes(x[:1], profile=profile),
-                                  want["fc"][:1])  # fmt: skip
+    np.testing.assert_array_equal(qm.run_codes(x[:1], profile=profile), want["fc"][:1])
 
 
 _S_W = (  # M = 0.5 * s_w: exact ties; then a real layer's M, all below 2**-7
@@ -279,8 +330,9 @@ _S_W = (  # M = 0.5 * s_w: exact ties; then a real layer's M, all below 2**-7
 @pytest.mark.parametrize("profile", sorted(PROFILES))
 @pytest.mark.parametrize("activation", [None, "relu6"])
 @pytest.mark.parametrize("set_id", [0, 1])
-def test_requantizer_equals_kernel_on_ties_and_extremes(rng, profile, activation,
-                                                         set_id):  # fmt: skip
+def test_requantizer_equals_kernel_on_ties_and_extremes(
+    rng, profile, activation, set_id
+):
     # s_w = 2**-k makes acc * M land exactly on halves (ties), and scales of a
     # real layer; accumulators cover the int32 range and its ends.
     prof = get_profile(profile)
@@ -294,21 +346,27 @@ def test_requantizer_equals_kernel_on_ties_and_extremes(rng, profile, activation
             [-(2**31), 2**31 - 1, 2**24 + 1],
         ]
     )
-    acc = np.resize(acc, (acc.size // 8 + 1) * 8).reshape(-1, 8)  # fmt: skip
+    acc = np.resize(acc, (acc.size // 8 + 1) * 8).reshape(-1, 8)
     for qmin, qmax, zp in ((-128, 127, -5), (-8, 7, 2)):
         rq = Requantizer(s_in, s_w, s_out, zp, activation, prof, qmin, qmax)
         if set_id == 1:  # the fast methods, not the kernel fallback
             assert rq.method == prof.requantize_method
-        want = requantize_accumulator(acc, s_in, s_w, s_out, zp, np.int8, prof,
-                                      activation=activation)  # fmt: skip
+        want = requantize_accumulator(
+            acc, s_in, s_w, s_out, zp, np.int8, prof, activation=activation
+        )
         want = np.clip(want, qmin, qmax)
         np.testing.assert_array_equal(rq(acc.astype(np.float64)), want)
         small = acc[np.all(np.abs(acc) < 2**24, axis=1)]
-        np.testing.assert_array_equal(rq(small.astype(np.float32)),
-                                      np.clip(requantize_accumulator(
-                                          small, s_in, s_w, s_out, zp, np.int8,
-                                          prof, activation=activation),
-                                          qmin, qmax))  # fmt: skip
+        np.testing.assert_array_equal(
+            rq(small.astype(np.float32)),
+            np.clip(
+                requantize_accumulator(
+                    small, s_in, s_w, s_out, zp, np.int8, prof, activation=activation
+                ),
+                qmin,
+                qmax,
+            ),
+        )
 
 
 def test_profile_support_checked_when_compiling(rng):
@@ -322,11 +380,21 @@ def test_profile_support_checked_when_compiling(rng):
 
 
 def test_overflow_policy_in_compiled_program():
-    w = QuantizedWeight(np.full((1, 4), 127, np.int8), np.float64(0.01),
-                        np.int64(0), QuantScheme(bits=8, narrow_range=True),
-                        "Dense")  # fmt: skip
-    node = QuantizedNode("fc", "Dense", ("input",), {"activation": None}, w,
-                         np.array([2**31 - 200], np.int32))  # fmt: skip
+    w = QuantizedWeight(
+        np.full((1, 4), 127, np.int8),
+        np.float64(0.01),
+        np.int64(0),
+        QuantScheme(bits=8, narrow_range=True),
+        "Dense",
+    )
+    node = QuantizedNode(
+        "fc",
+        "Dense",
+        ("input",),
+        {"activation": None},
+        w,
+        np.array([2**31 - 200], np.int32),
+    )
     qp = {"input": TensorQParams(1.0, -128), "fc": TensorQParams(2.0**23, 0)}
     qm = QuantizedModel([node], ("input",), ("fc",), qp)
     x = np.full((3, 4), 127.0, np.float32)  # acc = 4 * 255 * 127 + bias > 2**31

@@ -24,8 +24,9 @@ def models():
     rng = np.random.default_rng(3)
     g = small_convnet(rng)
     x = rng.standard_normal((4, 8, 8, 3)).astype(np.float32)
-    cfg = QuantConfig(weight_bits=4, weight_granularity="per_group",
-                      weight_group_size=32)  # fmt: skip
+    cfg = QuantConfig(
+        weight_bits=4, weight_granularity="per_group", weight_group_size=32
+    )
     return x, {
         "static": quantize_model(g, x),
         "dynamic": quantize_model(g, mode="dynamic"),
@@ -34,12 +35,20 @@ def models():
 
 
 def same_model(a, b):
-    assert (a.mode, a.name, a.inputs, a.outputs) == (b.mode, b.name, b.inputs,
-                                                      b.outputs)  # fmt: skip
+    assert (a.mode, a.name, a.inputs, a.outputs) == (
+        b.mode,
+        b.name,
+        b.inputs,
+        b.outputs,
+    )
     assert a.tensor_qparams == b.tensor_qparams
     for m, n in zip(a.nodes, b.nodes, strict=True):
-        assert (m.name, m.op, m.inputs, dict(m.attrs)) == (n.name, n.op, n.inputs,
-                                                          dict(n.attrs))  # fmt: skip
+        assert (m.name, m.op, m.inputs, dict(m.attrs)) == (
+            n.name,
+            n.op,
+            n.inputs,
+            dict(n.attrs),
+        )
         if m.weight is not None:
             assert m.weight.scheme == n.weight.scheme
             for k in ("codes", "scale", "zero_point"):
@@ -95,27 +104,64 @@ HOSTILE = {
     "mode": (lambda f: f.attrs.__setitem__("mode", "qat"), "mode"),
     "inputs_json": (lambda f: f.attrs.__setitem__("inputs", "[input"), "JSON"),
     "op": (lambda f: f["nodes/000000"].attrs.__setitem__("op", "Exec"), "op must be"),
-    "attrs": (lambda f: f["nodes/000000"].attrs.__setitem__(
-        "attrs", json.dumps({"strides": [0, 1]})), "valid Conv2D"),
-    "codes_range": (lambda f: replace_ds(first_weighted(f), "weight_codes",
-                    np.full(f["nodes/000000/weight_codes"].shape, -128, np.int8)),
-                    "weight codes must lie"),
-    "codes_dtype": (lambda f: replace_ds(first_weighted(f), "weight_codes",
-                    f["nodes/000000/weight_codes"][()].astype(np.float64)), "dtype"),
-    "scale": (lambda f: replace_ds(first_weighted(f), "weight_scale",
-              -f["nodes/000000/weight_scale"][()]), "scale must be finite, > 0"),
-    "bias_dtype": (lambda f: replace_ds(f["nodes/000000"], "bias",
-                   f["nodes/000000/bias"][()].astype(np.float32)), "does not fit"),
-    "extra": (lambda f: f.create_dataset("payload", data=np.zeros(3)),
-              "not part of the layout"),
+    "attrs": (
+        lambda f: f["nodes/000000"].attrs.__setitem__(
+            "attrs", json.dumps({"strides": [0, 1]})
+        ),
+        "valid Conv2D",
+    ),
+    "codes_range": (
+        lambda f: replace_ds(
+            first_weighted(f),
+            "weight_codes",
+            np.full(f["nodes/000000/weight_codes"].shape, -128, np.int8),
+        ),
+        "weight codes must lie",
+    ),
+    "codes_dtype": (
+        lambda f: replace_ds(
+            first_weighted(f),
+            "weight_codes",
+            f["nodes/000000/weight_codes"][()].astype(np.float64),
+        ),
+        "dtype",
+    ),
+    "scale": (
+        lambda f: replace_ds(
+            first_weighted(f), "weight_scale", -f["nodes/000000/weight_scale"][()]
+        ),
+        "scale must be finite, > 0",
+    ),
+    "bias_dtype": (
+        lambda f: replace_ds(
+            f["nodes/000000"], "bias", f["nodes/000000/bias"][()].astype(np.float32)
+        ),
+        "does not fit",
+    ),
+    "extra": (
+        lambda f: f.create_dataset("payload", data=np.zeros(3)),
+        "not part of the layout",
+    ),
     "node_count": (lambda f: f.attrs.__setitem__("num_nodes", 99), "exactly"),
-    "act_zp": (lambda f: replace_ds(f["tensors"], "zero_point",
-               np.full(f["tensors/zero_point"].shape, 300, np.int32)), "zero_point"),
-    "wiring": (lambda f: f["nodes/000000"].attrs.__setitem__(
-        "inputs", json.dumps(["ghost"])), "ghost"),
-    "scheme": (lambda f: first_weighted(f)["weight_codes"].attrs.__setitem__(
-        "scheme", json.dumps({"bits": 8})), "scheme"),
-}  # fmt: skip
+    "act_zp": (
+        lambda f: replace_ds(
+            f["tensors"],
+            "zero_point",
+            np.full(f["tensors/zero_point"].shape, 300, np.int32),
+        ),
+        "zero_point",
+    ),
+    "wiring": (
+        lambda f: f["nodes/000000"].attrs.__setitem__("inputs", json.dumps(["ghost"])),
+        "ghost",
+    ),
+    "scheme": (
+        lambda f: first_weighted(f)["weight_codes"].attrs.__setitem__(
+            "scheme", json.dumps({"bits": 8})
+        ),
+        "scheme",
+    ),
+}
 
 
 @pytest.mark.parametrize("case", sorted(HOSTILE))
@@ -136,9 +182,14 @@ def test_links_outside_the_file_are_refused(tmp_path, models):
     )
     with pytest.raises(UnsafeFileError, match="ExternalLink"):
         load_quantized_model(path)
-    path = edit(saved(tmp_path, models),
-                lambda f: f["nodes"].__setitem__("000000", h5py.SoftLink("/tensors"))
-                if not f["nodes"].__delitem__("000000") else None)  # fmt: skip
+    path = edit(
+        saved(tmp_path, models),
+        lambda f: (
+            f["nodes"].__setitem__("000000", h5py.SoftLink("/tensors"))
+            if not f["nodes"].__delitem__("000000")
+            else None
+        ),
+    )
     with pytest.raises(UnsafeFileError, match="SoftLink"):
         load_quantized_model(path)
 

@@ -52,8 +52,9 @@ def single(op, weight, bias, bnp, eps, **attrs):
 
 
 @settings(max_examples=25)
-@given(seed=st.integers(0, 2**31 - 1), op=st.sampled_from(["Conv2D", "Depthwise",
-                                                           "Dense"]))  # fmt: skip
+@given(
+    seed=st.integers(0, 2**31 - 1), op=st.sampled_from(["Conv2D", "Depthwise", "Dense"])
+)
 def test_fold_single_layer_within_bound(seed, op):
     r = np.random.default_rng(seed)
     eps = float(r.choice([1e-5, 1e-3]))
@@ -93,7 +94,7 @@ def test_fold_hand_example():
         {"gamma": [3.0], "beta": [0.5], "mean": [1.0], "var": [3.75]},
         0.25,
     )
-    f = fold_batch_norm(g)  # fmt: skip
+    f = fold_batch_norm(g)
     core = f.node("core")
     assert core.params["weight"][0, 0] == 3.0  # 2 * 1.5
     assert core.params["bias"][0] == 0.5  # (1 - 1) * 1.5 + 0.5
@@ -141,11 +142,20 @@ def test_fuse_activations_exact_and_structural():
     r = np.random.default_rng(3)
     b = GraphBuilder()
     x = b.input("x")
-    c = b.add("Conv2D", x, name="c", params={"weight": r.standard_normal((4, 3, 3, 2))},
-              padding="same")  # fmt: skip
+    c = b.add(
+        "Conv2D",
+        x,
+        name="c",
+        params={"weight": r.standard_normal((4, 3, 3, 2))},
+        padding="same",
+    )
     a1 = b.add("ReLU6", c, name="a1")
-    d = b.add("DepthwiseConv2D", a1, name="d",
-              params={"weight": r.standard_normal((1, 3, 3, 4))})  # fmt: skip
+    d = b.add(
+        "DepthwiseConv2D",
+        a1,
+        name="d",
+        params={"weight": r.standard_normal((1, 3, 3, 4))},
+    )
     a2 = b.add("ReLU", d, name="a2")
     s = b.add("Add", [a2, a2], name="s")
     a3 = b.add("ReLU6", s, name="a3")
@@ -190,8 +200,12 @@ def test_fold_then_fuse_mobilenet_style_block():
     h = b.add("Conv2D", x, params={"weight": r.standard_normal((6, 1, 1, 3))})
     h = b.add("BatchNorm", h, params=bn_params(r, 6))
     h = b.add("ReLU6", h)
-    h = b.add("DepthwiseConv2D", h, params={"weight": r.standard_normal((1, 3, 3, 6))},
-              padding=1)  # fmt: skip
+    h = b.add(
+        "DepthwiseConv2D",
+        h,
+        params={"weight": r.standard_normal((1, 3, 3, 6))},
+        padding=1,
+    )
     h = b.add("BatchNorm", h, params=bn_params(r, 6))
     h = b.add("ReLU6", h)
     h = b.add("Conv2D", h, params={"weight": r.standard_normal((3, 1, 1, 6))})

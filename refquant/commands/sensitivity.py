@@ -22,17 +22,21 @@ BUILTIN_DATA = ("mnist", "imagenet")
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("model", metavar="MODEL",
-                        help="mnist_cnn, mobilenet_v2 or an .onnx file")  # fmt: skip
-    parser.add_argument("--data", required=True,
-                        help="mnist, imagenet or a .npy float array")  # fmt: skip
+    parser.add_argument(
+        "model", metavar="MODEL", help="mnist_cnn, mobilenet_v2 or an .onnx file"
+    )
+    parser.add_argument(
+        "--data", required=True, help="mnist, imagenet or a .npy float array"
+    )
     parser.add_argument("--labels", help=".npy int labels for --data (.npy)")
     parser.add_argument("--calibration", help=".npy calibration inputs")
     parser.add_argument("--calibration-samples", type=int, default=100)
-    parser.add_argument("--limit", type=int, default=None,
-                        help="at most this many sensitivity inputs")  # fmt: skip
-    parser.add_argument("--precisions", default="fp16,bf16,int16,int8,int4,"
-                        "ternary,binary")  # fmt: skip
+    parser.add_argument(
+        "--limit", type=int, default=None, help="at most this many sensitivity inputs"
+    )
+    parser.add_argument(
+        "--precisions", default="fp16,bf16,int16,int8,int4,ternary,binary"
+    )
     parser.add_argument(
         "--no-reverse",
         action="store_true",
@@ -86,8 +90,9 @@ def _load_data(args):
     if args.data == "imagenet":
         images, labels = datasets.foolbox_imagenet(download=False)
         photos = datasets.calibration_photos(download=False)
-        x = np.concatenate([datasets.imagenet_preprocess(photos),
-                            datasets.imagenet_preprocess(images)])  # fmt: skip
+        x = np.concatenate(
+            [datasets.imagenet_preprocess(photos), datasets.imagenet_preprocess(images)]
+        )
         y = np.concatenate([np.full(len(photos), -1), labels]).astype(np.int64)
         return x, y
     x = _npy(args.data, "--data").astype(np.float32)
@@ -122,13 +127,21 @@ def _run(args) -> int:
     xs, ys = x[start:end], None if y is None else y[start:end]
     progress = None if args.quiet else _progress
     mq = MixedQuantizer(graph, x_cal, batch_size=args.batch_size)
-    res = measure_sensitivity(mq, xs, ys, precisions=parse_layer_list(args.precisions),
-                              reverse=not args.no_reverse, batch_size=args.batch_size,
-                              profile=args.profile, progress=progress)  # fmt: skip
+    res = measure_sensitivity(
+        mq,
+        xs,
+        ys,
+        precisions=parse_layer_list(args.precisions),
+        reverse=not args.no_reverse,
+        batch_size=args.batch_size,
+        profile=args.profile,
+        progress=progress,
+    )
     if progress is not None:
         print(file=sys.stderr)
-    md = sensitivity_markdown(res, rank_by="int8" if "int8" in res.precisions
-                              else res.precisions[0])  # fmt: skip
+    md = sensitivity_markdown(
+        res, rank_by="int8" if "int8" in res.precisions else res.precisions[0]
+    )
     print(md)
     if args.out:
         from refquant._fileio import write_text_atomic

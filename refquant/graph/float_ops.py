@@ -137,8 +137,9 @@ def conv2d(inputs, params, attrs):
     c_out, kh, kw, cg = w.shape
     groups = attrs["groups"]
     strides, dilations = attrs["strides"], attrs["dilations"]
-    pads, (oh, ow) = _geometry(x, (kh, kw), strides, dilations, attrs["padding"],
-                               "Conv2D")  # fmt: skip
+    pads, (oh, ow) = _geometry(
+        x, (kh, kw), strides, dilations, attrs["padding"], "Conv2D"
+    )
     if x.shape[3] != cg * groups:
         raise InvalidArgumentError(
             f"Conv2D input has {x.shape[3]} channels; weight expects "
@@ -171,8 +172,9 @@ def _depthwise_taps(xp, w, strides, dilations, out):
     out.fill(0)
     for i in range(kh):
         for j in range(kw):
-            np.multiply(xp[_tap_slices(i, j, out_hw, strides, dilations)], w[0, i, j],
-                        out=tap)  # fmt: skip
+            np.multiply(
+                xp[_tap_slices(i, j, out_hw, strides, dilations)], w[0, i, j], out=tap
+            )
             out += tap
 
 
@@ -185,8 +187,9 @@ def depthwise_conv2d(inputs, params, attrs):
     _, kh, kw, cm = w.shape
     m = attrs["depth_multiplier"]
     strides, dilations = attrs["strides"], attrs["dilations"]
-    pads, out_hw = _geometry(x, (kh, kw), strides, dilations, attrs["padding"],
-                             "DepthwiseConv2D")  # fmt: skip
+    pads, out_hw = _geometry(
+        x, (kh, kw), strides, dilations, attrs["padding"], "DepthwiseConv2D"
+    )
     if x.shape[3] * m != cm:
         raise InvalidArgumentError(
             f"DepthwiseConv2D input has {x.shape[3]} channels; weight expects "

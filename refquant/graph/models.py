@@ -98,24 +98,50 @@ def mnist_cnn(state_dict: Mapping) -> Graph:
     side = int(round((fc0.shape[1] / w3.shape[0]) ** 0.5))
     b = GraphBuilder("mnist_cnn")
     x = b.input("input")
-    x = b.add("Conv2D", x, name="features.0", padding=1, params={
-        "weight": conv_weight_oihw_to_ohwi(w0),
-        "bias": _take(state_dict, "features.0.bias", 1)})  # fmt: skip
+    x = b.add(
+        "Conv2D",
+        x,
+        name="features.0",
+        padding=1,
+        params={
+            "weight": conv_weight_oihw_to_ohwi(w0),
+            "bias": _take(state_dict, "features.0.bias", 1),
+        },
+    )
     x = b.add("ReLU", x, name="features.1")
     x = b.add("MaxPool", x, name="features.2", pool_size=2)
-    x = b.add("Conv2D", x, name="features.3", padding=1, params={
-        "weight": conv_weight_oihw_to_ohwi(w3),
-        "bias": _take(state_dict, "features.3.bias", 1)})  # fmt: skip
+    x = b.add(
+        "Conv2D",
+        x,
+        name="features.3",
+        padding=1,
+        params={
+            "weight": conv_weight_oihw_to_ohwi(w3),
+            "bias": _take(state_dict, "features.3.bias", 1),
+        },
+    )
     x = b.add("ReLU", x, name="features.4")
     x = b.add("MaxPool", x, name="features.5", pool_size=2)
     x = b.add("Flatten", x, name="flatten")
-    x = b.add("Dense", x, name="classifier.0", params={
-        "weight": dense_columns_nchw_to_nhwc(fc0, w3.shape[0], side, side),
-        "bias": _take(state_dict, "classifier.0.bias", 1)})  # fmt: skip
+    x = b.add(
+        "Dense",
+        x,
+        name="classifier.0",
+        params={
+            "weight": dense_columns_nchw_to_nhwc(fc0, w3.shape[0], side, side),
+            "bias": _take(state_dict, "classifier.0.bias", 1),
+        },
+    )
     x = b.add("ReLU", x, name="classifier.1")
-    x = b.add("Dense", x, name="classifier.2", params={
-        "weight": _take(state_dict, "classifier.2.weight", 2),
-        "bias": _take(state_dict, "classifier.2.bias", 1)})  # fmt: skip
+    x = b.add(
+        "Dense",
+        x,
+        name="classifier.2",
+        params={
+            "weight": _take(state_dict, "classifier.2.weight", 2),
+            "bias": _take(state_dict, "classifier.2.bias", 1),
+        },
+    )
     return b.build(outputs=x)
 
 
@@ -125,13 +151,30 @@ def _conv_bn(b, sd, x, prefix, bn_prefix, *, stride=1, relu6=True, depthwise=Fal
     w = _take(sd, f"{prefix}.weight", 4)
     pad = (w.shape[2] // 2, w.shape[3] // 2)
     if depthwise:
-        x = b.add("DepthwiseConv2D", x, name=prefix, strides=stride, padding=pad,
-                  params={"weight": depthwise_weight_torch_to_1hwc(w)})  # fmt: skip
+        x = b.add(
+            "DepthwiseConv2D",
+            x,
+            name=prefix,
+            strides=stride,
+            padding=pad,
+            params={"weight": depthwise_weight_torch_to_1hwc(w)},
+        )
     else:
-        x = b.add("Conv2D", x, name=prefix, strides=stride, padding=pad,
-                  params={"weight": conv_weight_oihw_to_ohwi(w)})  # fmt: skip
-    x = b.add("BatchNorm", x, name=bn_prefix, epsilon=TORCH_BN_EPSILON,
-              params=_bn_params(sd, bn_prefix))  # fmt: skip
+        x = b.add(
+            "Conv2D",
+            x,
+            name=prefix,
+            strides=stride,
+            padding=pad,
+            params={"weight": conv_weight_oihw_to_ohwi(w)},
+        )
+    x = b.add(
+        "BatchNorm",
+        x,
+        name=bn_prefix,
+        epsilon=TORCH_BN_EPSILON,
+        params=_bn_params(sd, bn_prefix),
+    )
     if relu6:
         x = b.add("ReLU6", x, name=prefix.rsplit(".", 1)[0] + ".2")
     return x
@@ -178,7 +221,13 @@ def mobilenet_v2(state_dict: Mapping) -> Graph:
         _take(state_dict, "features.1.conv.0.0.weight")  # raises: not MobileNetV2
     x = _conv_bn(b, state_dict, x, f"features.{k}.0", f"features.{k}.1")
     x = b.add("GlobalAvgPool", x, name="pool")
-    x = b.add("Dense", x, name="classifier.1", params={
-        "weight": _take(state_dict, "classifier.1.weight", 2),
-        "bias": _take(state_dict, "classifier.1.bias", 1)})  # fmt: skip
+    x = b.add(
+        "Dense",
+        x,
+        name="classifier.1",
+        params={
+            "weight": _take(state_dict, "classifier.1.weight", 2),
+            "bias": _take(state_dict, "classifier.1.bias", 1),
+        },
+    )
     return b.build(outputs=x)

@@ -49,14 +49,29 @@ _POOL_ATTRS = {"pool_size": _MISSING, "strides": None, "padding": "valid"}
 OP_SPECS: dict[str, OpSpec] = {
     spec.name: spec
     for spec in (
-        OpSpec("Conv2D", params=("weight",), optional_params=("bias",),
-               attrs={**_CONV_ATTRS, "groups": 1}),
-        OpSpec("DepthwiseConv2D", params=("weight",), optional_params=("bias",),
-               attrs={**_CONV_ATTRS, "depth_multiplier": 1}),
-        OpSpec("Dense", params=("weight",), optional_params=("bias",),
-               attrs={"activation": None}),
-        OpSpec("BatchNorm", params=("gamma", "beta", "mean", "var"),
-               attrs={"epsilon": 1e-5}),
+        OpSpec(
+            "Conv2D",
+            params=("weight",),
+            optional_params=("bias",),
+            attrs={**_CONV_ATTRS, "groups": 1},
+        ),
+        OpSpec(
+            "DepthwiseConv2D",
+            params=("weight",),
+            optional_params=("bias",),
+            attrs={**_CONV_ATTRS, "depth_multiplier": 1},
+        ),
+        OpSpec(
+            "Dense",
+            params=("weight",),
+            optional_params=("bias",),
+            attrs={"activation": None},
+        ),
+        OpSpec(
+            "BatchNorm",
+            params=("gamma", "beta", "mean", "var"),
+            attrs={"epsilon": 1e-5},
+        ),
         OpSpec("ReLU"),
         OpSpec("ReLU6"),
         OpSpec("MaxPool", attrs=dict(_POOL_ATTRS)),
@@ -78,7 +93,7 @@ OP_SPECS: dict[str, OpSpec] = {
         OpSpec("HardSwish"),
         OpSpec("Transpose", attrs={"perm": _MISSING}),
     )
-}  # fmt: skip
+}
 
 OPS = tuple(OP_SPECS)
 

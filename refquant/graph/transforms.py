@@ -82,8 +82,9 @@ def fold_batch_norm(graph: Graph) -> Graph:
             continue
         if prev.attrs["activation"] is not None or not _sole_reader(graph, prev, bn):
             continue
-        g, b, m, v = (bn.params[k].astype(np.float64) for k in
-                      ("gamma", "beta", "mean", "var"))  # fmt: skip
+        g, b, m, v = (
+            bn.params[k].astype(np.float64) for k in ("gamma", "beta", "mean", "var")
+        )
         scale = g / np.sqrt(v + bn.attrs["epsilon"])
         replaced[prev.name] = fold_scale_shift(prev, scale, b - m * scale)
         dropped[bn.name] = prev.name

@@ -82,8 +82,11 @@ def _activation(layer) -> tuple[str | None, str | None]:
         act = act.get("config", act.get("class_name"))
         act = act.get("name") if isinstance(act, dict) else act
     if act not in _ACTIVATIONS:
-        _unsupported(layer, f"activation {act!r} is not supported; supported are "
-                            f"{sorted(k for k in _ACTIVATIONS if k)}")  # fmt: skip
+        _unsupported(
+            layer,
+            f"activation {act!r} is not supported; supported are "
+            f"{sorted(k for k in _ACTIVATIONS if k)}",
+        )
     return _ACTIVATIONS[act]
 
 
@@ -299,8 +302,9 @@ def _inbound(layer) -> list[str]:
     refs = _history(node.get("args", node) if isinstance(node, dict) else node, [])
     for ref in refs:
         if ref[1] != 0 or ref[2] != 0:
-            _unsupported(layer, f"input {list(ref)} uses a shared or multi-output "
-                                "layer")  # fmt: skip
+            _unsupported(
+                layer, f"input {list(ref)} uses a shared or multi-output layer"
+            )
     return [r[0] for r in refs]
 
 
@@ -364,8 +368,11 @@ def load_keras_h5(path) -> Graph:
     with h5py.File(path, "r") as f:
         model = _model_config(f)
         cls, config = model.get("class_name"), model.get("config", {})
-        b = GraphBuilder(config.get("name", "keras_model") if isinstance(config, dict)
-                         else "keras_model")  # fmt: skip
+        b = GraphBuilder(
+            config.get("name", "keras_model")
+            if isinstance(config, dict)
+            else "keras_model"
+        )
         if cls == "Sequential":
             outputs = [_sequential(b, f, config)]
         elif cls in ("Functional", "Model"):

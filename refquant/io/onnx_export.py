@@ -75,9 +75,16 @@ class _Writer:
         return name
 
     def node(self, op, inputs, outputs, *, domain="", name=None, **attrs):
-        self.nodes.append(self.onnx.helper.make_node(
-            op, list(inputs), list(outputs), name=name or outputs[0],
-            domain=domain, **attrs))  # fmt: skip
+        self.nodes.append(
+            self.onnx.helper.make_node(
+                op,
+                list(inputs),
+                list(outputs),
+                name=name or outputs[0],
+                domain=domain,
+                **attrs,
+            )
+        )
 
     def qp(self, tensor) -> tuple[str, str]:
         """Initializer names of a tensor's float32 scale and int8 zero point."""
@@ -157,9 +164,11 @@ class _Writer:
         per_channel = w.scheme.granularity == "per_channel"
         scale = F32(w.scale.reshape(-1)) if per_channel else F32(w.scale.reshape(()))
         zp = np.zeros(scale.shape, np.int8)
-        return (self.const(f"{n.name}.weight", np.ascontiguousarray(codes)),
-                self.const(f"{n.name}.weight_scale", scale),
-                self.const(f"{n.name}.weight_zero_point", zp))  # fmt: skip
+        return (
+            self.const(f"{n.name}.weight", np.ascontiguousarray(codes)),
+            self.const(f"{n.name}.weight_scale", scale),
+            self.const(f"{n.name}.weight_zero_point", zp),
+        )
 
     def bias(self, n, c_out: int, scales) -> tuple[str, str]:
         """int32 bias name and the float32 bias scales ``f32(s_in * s_w)``."""
@@ -183,16 +192,21 @@ def _conv(wr: _Writer, n):
     else:
         group = c_out // int(at["depth_multiplier"])
     kernel = list(n.weight.codes.shape[1:3])
-    attrs = dict(kernel_shape=kernel, strides=list(at["strides"]),
-                 dilations=list(at["dilations"]), group=group,
-                 **_pads(at["padding"], n.name))  # fmt: skip
+    attrs = dict(
+        kernel_shape=kernel,
+        strides=list(at["strides"]),
+        dilations=list(at["dilations"]),
+        group=group,
+        **_pads(at["padding"], n.name),
+    )
     scale = wr.nh.to_array(next(i for i in wr.inits if i.name == ws))
     b, bs = wr.bias(n, c_out, scale)
     raw = wr.raw_name(n)
     x = n.inputs[0]
     if wr.fmt == "qoperator":
-        wr.node("QLinearConv", [x, *wr.qp(x), w, ws, wz, *wr.qp(n.name), b], [raw],
-                **attrs)  # fmt: skip
+        wr.node(
+            "QLinearConv", [x, *wr.qp(x), w, ws, wz, *wr.qp(n.name), b], [raw], **attrs
+        )
     else:
         wd = _dq_weight(wr, n, w, ws, wz, axis=0)
         bd = _dq_bias(wr, n, b, bs)
@@ -231,8 +245,13 @@ def _dense(wr: _Writer, n):
     b, bs = wr.bias(n, n.weight.codes.shape[0], scale)
     raw = wr.raw_name(n)
     if wr.fmt == "qoperator":
-        wr.node("QGemm", [x, *wr.qp(x), w, ws, wz, b, *wr.qp(n.name)], [raw],
-                domain=MS, transB=1)  # fmt: skip
+        wr.node(
+            "QGemm",
+            [x, *wr.qp(x), w, ws, wz, b, *wr.qp(n.name)],
+            [raw],
+            domain=MS,
+            transB=1,
+        )
     else:
         wd = _dq_weight(wr, n, w, ws, wz, axis=0)
         bd = _dq_bias(wr, n, b, bs)
@@ -248,8 +267,9 @@ def _add(wr: _Writer, n):
     a, b = n.inputs
     raw = wr.raw_name(n)
     if wr.fmt == "qoperator":
-        wr.node("QLinearAdd", [a, *wr.qp(a), b, *wr.qp(b), *wr.qp(n.name)], [raw],
-                domain=MS)  # fmt: skip
+        wr.node(
+            "QLinearAdd", [a, *wr.qp(a), b, *wr.qp(b), *wr.qp(n.name)], [raw], domain=MS
+        )
     else:
         wr.node("Add", [wr.dq(a, n.name), wr.dq(b, n.name)], [f"{n.name}.real"])
         wr.quantize(f"{n.name}.real", raw, n.name)
@@ -261,8 +281,13 @@ def _global_avg_pool(wr: _Writer, n):
     x = n.inputs[0]
     pooled = f"{n.name}.nc11" if not n.attrs["keepdims"] else n.name
     if wr.fmt == "qoperator":
-        wr.node("QLinearGlobalAveragePool", [x, *wr.qp(x), *wr.qp(n.name)],
-                [pooled], domain=MS, channels_last=0)  # fmt: skip
+        wr.node(
+            "QLinearGlobalAveragePool",
+            [x, *wr.qp(x), *wr.qp(n.name)],
+            [pooled],
+            domain=MS,
+            channels_last=0,
+        )
     else:
         wr.node("GlobalAveragePool", [wr.dq(x, n.name)], [f"{n.name}.real"])
         wr.quantize(f"{n.name}.real", pooled, n.name)
@@ -274,8 +299,9 @@ def _global_avg_pool(wr: _Writer, n):
 def _pool_attrs(n):
     at = n.attrs
     k = list(at["pool_size"])
-    return dict(kernel_shape=k, strides=list(at["strides"] or k),
-                **_pads(at["padding"], n.name))  # fmt: skip
+    return dict(
+        kernel_shape=k, strides=list(at["strides"] or k), **_pads(at["padding"], n.name)
+    )
 
 
 def _max_pool(wr: _Writer, n):
@@ -285,11 +311,16 @@ def _max_pool(wr: _Writer, n):
 
 def _avg_pool(wr: _Writer, n):
     x = n.inputs[0]
-    attrs = dict(_pool_attrs(n),
-                 count_include_pad=int(n.attrs["count_include_pad"]))  # fmt: skip
+    attrs = dict(_pool_attrs(n), count_include_pad=int(n.attrs["count_include_pad"]))
     if wr.fmt == "qoperator":
-        wr.node("QLinearAveragePool", [x, *wr.qp(x), *wr.qp(n.name)], [n.name],
-                domain=MS, channels_last=0, **attrs)  # fmt: skip
+        wr.node(
+            "QLinearAveragePool",
+            [x, *wr.qp(x), *wr.qp(n.name)],
+            [n.name],
+            domain=MS,
+            channels_last=0,
+            **attrs,
+        )
     else:
         wr.node("AveragePool", [wr.dq(x, n.name)], [f"{n.name}.real"], **attrs)
         wr.quantize(f"{n.name}.real", n.name)
@@ -344,11 +375,19 @@ def _pad(wr: _Writer, n):
     from refquant.kernels.quantize_ops import quantize_linear
 
     p = wr.qm.tensor_qparams[n.name]
-    fill = quantize_linear(np.float32([n.attrs["value"]]), p.scale, p.zero_point,
-                           profile="onnxruntime")  # fmt: skip
-    wr.node("Pad", [x, wr.const(f"{n.name}.pads", np.int64(flat)),
-                    wr.const(f"{n.name}.value", wr.code(fill[0]))], [n.name],
-            mode="constant")  # fmt: skip
+    fill = quantize_linear(
+        np.float32([n.attrs["value"]]), p.scale, p.zero_point, profile="onnxruntime"
+    )
+    wr.node(
+        "Pad",
+        [
+            x,
+            wr.const(f"{n.name}.pads", np.int64(flat)),
+            wr.const(f"{n.name}.value", wr.code(fill[0])),
+        ],
+        [n.name],
+        mode="constant",
+    )
     wr.rank[n.name] = wr.rank[x]
 
 
@@ -466,8 +505,16 @@ def export_onnx(
     outputs = list(qmodel.outputs)
     if dequantize_outputs:
         outputs = [wr.dq(o) for o in outputs]
-    model = _model(wr, onnx, real_in, rank, outputs, opset, qmodel.name,
-                   None if dequantize_outputs else wr.dtype)  # fmt: skip
+    model = _model(
+        wr,
+        onnx,
+        real_in,
+        rank,
+        outputs,
+        opset,
+        qmodel.name,
+        None if dequantize_outputs else wr.dtype,
+    )
     _write_atomic(onnx, model, os.fspath(path))
     return os.fspath(path)
 

@@ -178,23 +178,28 @@ class _Importer:
 
     def const(self, name: str, what: str) -> np.ndarray:
         if name not in self.consts:
-            self.unsupported(f"{what} {name!r} must be a constant (initializer or "
-                             "Constant node); it is computed at run time")  # fmt: skip
+            self.unsupported(
+                f"{what} {name!r} must be a constant (initializer or "
+                "Constant node); it is computed at run time"
+            )
         return self.consts[name]
 
     def plain_const(self, name: str, what: str) -> np.ndarray:
         """A constant that does not hold the symbolic batch size."""
         if name in self.batch_mask and self.batch_mask[name].any():
-            self.unsupported(f"{what} {name!r} holds the run-time batch size; only "
-                             "Reshape, Concat, Slice, Gather, Cast, Squeeze and "
-                             "Unsqueeze may use it")  # fmt: skip
+            self.unsupported(
+                f"{what} {name!r} holds the run-time batch size; only "
+                "Reshape, Concat, Slice, Gather, Cast, Squeeze and "
+                "Unsqueeze may use it"
+            )
         return self.const(name, what)
 
     def act(self, name: str) -> _Act:
         if name not in self.acts:
             if name in self.consts:
-                self.unsupported(f"input {name!r} is a constant where a run-time "
-                                 "tensor is needed")  # fmt: skip
+                self.unsupported(
+                    f"input {name!r} is a constant where a run-time tensor is needed"
+                )
             self.unsupported(f"input {name!r} is unknown")
         return self.acts[name]
 
@@ -231,8 +236,9 @@ class _Importer:
     def to_perm(self, act: _Act, perm: tuple[int, ...]) -> _Act:
         """The same ONNX tensor held in layout ``perm`` (a Transpose if needed)."""
         if act.colperm is not None:
-            self.unsupported("a flattened NHWC tensor feeds an op other than "
-                             "Gemm/MatMul")  # fmt: skip
+            self.unsupported(
+                "a flattened NHWC tensor feeds an op other than Gemm/MatMul"
+            )
         if act.perm == perm:
             return act
         inv = _inverse(act.perm)
@@ -269,8 +275,10 @@ class _Importer:
                 continue
             self.node = node
             if node.domain not in ("", "ai.onnx"):
-                self.unsupported(f"domain {node.domain!r} is not supported; only "
-                                 "the default ONNX domain is")  # fmt: skip
+                self.unsupported(
+                    f"domain {node.domain!r} is not supported; only "
+                    "the default ONNX domain is"
+                )
             handler = _HANDLERS.get(node.op_type)
             if handler is None:
                 raise UnsupportedOnnxError(
@@ -324,8 +332,7 @@ def _spatial_padding(imp, attrs, in_hw, kernel, strides, dilations):
         return "same"  # extra cell at the end: the engine's "same" rule
     if auto == "SAME_LOWER":
         if None in in_hw:
-            imp.unsupported("auto_pad SAME_LOWER needs a known input height and "
-                            "width")  # fmt: skip
+            imp.unsupported("auto_pad SAME_LOWER needs a known input height and width")
         pads = []
         for n, k, s, d in zip(in_hw, kernel, strides, dilations):
             out = -(-n // s)
@@ -333,8 +340,9 @@ def _spatial_padding(imp, attrs, in_hw, kernel, strides, dilations):
             pads.append((total - total // 2, total // 2))  # extra at the start
         return tuple(pads)
     if auto != "NOTSET":
-        imp.unsupported(f"auto_pad {auto!r} is not one of NOTSET, VALID, "
-                        "SAME_UPPER, SAME_LOWER")  # fmt: skip
+        imp.unsupported(
+            f"auto_pad {auto!r} is not one of NOTSET, VALID, SAME_UPPER, SAME_LOWER"
+        )
     p = list(attrs.get("pads", [0, 0, 0, 0]))
     if len(p) != 4 or min(p) < 0:
         imp.unsupported(f"pads must be 4 ints >= 0 (2-D); got pads={p}")
@@ -357,8 +365,10 @@ def _out_hw(in_hw, kernel, strides, dilations, padding):
 def _spatial_input(imp, name) -> _Act:
     act = imp.act(name)
     if act.rank != 4:
-        imp.unsupported(f"only 2-D spatial ops (rank-4 NCHW inputs) are supported; "
-                        f"input {name!r} has rank {act.rank}")  # fmt: skip
+        imp.unsupported(
+            f"only 2-D spatial ops (rank-4 NCHW inputs) are supported; "
+            f"input {name!r} has rank {act.rank}"
+        )
     return imp.to_perm(act, NHWC)
 
 
@@ -385,11 +395,19 @@ def _conv(imp, node, attrs):
         params["weight"] = np.ascontiguousarray(w.transpose(0, 2, 3, 1))
         common["groups"] = group
     if x.shape[1] is not None and x.shape[1] != w.shape[1] * group:
-        imp.unsupported(f"input has {x.shape[1]} channels; weight {w.shape} with "
-                        f"group={group} expects {w.shape[1] * group}")  # fmt: skip
+        imp.unsupported(
+            f"input has {x.shape[1]} channels; weight {w.shape} with "
+            f"group={group} expects {w.shape[1] * group}"
+        )
     hw = _out_hw(x.shape[2:], kernel, strides, dilations, padding)
-    imp.output(op, [x.name], perm=NHWC, dims=(x.shape[0], w.shape[0], *hw),
-               params=params, **common)  # fmt: skip
+    imp.output(
+        op,
+        [x.name],
+        perm=NHWC,
+        dims=(x.shape[0], w.shape[0], *hw),
+        params=params,
+        **common,
+    )
 
 
 def _dense_input(imp, name) -> _Act:
@@ -404,14 +422,20 @@ def _dense(imp, x: _Act, weight: np.ndarray, bias):
     if x.colperm is not None:
         weight = weight[:, x.colperm]  # engine column j holds ONNX column colperm[j]
     if x.shape[-1] is not None and x.shape[-1] != weight.shape[1]:
-        imp.unsupported(f"input has {x.shape[-1]} features; weight expects "
-                        f"{weight.shape[1]}")  # fmt: skip
+        imp.unsupported(
+            f"input has {x.shape[-1]} features; weight expects {weight.shape[1]}"
+        )
     params = {"weight": np.ascontiguousarray(weight, dtype=np.float32)}
     if bias is not None:
         params["bias"] = bias
     rank = x.rank
-    imp.output("Dense", [x.name], perm=_identity(rank),
-               dims=(*x.shape[:-1], weight.shape[0]), params=params)  # fmt: skip
+    imp.output(
+        "Dense",
+        [x.name],
+        perm=_identity(rank),
+        dims=(*x.shape[:-1], weight.shape[0]),
+        params=params,
+    )
 
 
 def _gemm(imp, node, attrs):
@@ -429,8 +453,10 @@ def _gemm(imp, node, attrs):
         c = imp.plain_const(c_name, "C").astype(np.float64)
         m = weight.shape[0]
         if c.size not in (1, m) or c.ndim > 2 or (c.ndim == 2 and c.shape[0] != 1):
-            imp.unsupported(f"C of shape {c.shape} must broadcast along the output "
-                            f"features only, as (), ({m},) or (1, {m})")  # fmt: skip
+            imp.unsupported(
+                f"C of shape {c.shape} must broadcast along the output "
+                f"features only, as (), ({m},) or (1, {m})"
+            )
         bias = np.broadcast_to(float(attrs.get("beta", 1.0)) * c.ravel(), (m,))
         bias = bias.astype(np.float32)
     _dense(imp, x, weight, bias)
@@ -441,8 +467,9 @@ def _matmul(imp, node, attrs):
     if imp.is_const(a) and imp.is_const(b):
         return _fold(imp, node, np.matmul)
     if not imp.is_const(b):
-        imp.unsupported("MatMul is supported with a constant right-hand side "
-                        "(a weight) only")  # fmt: skip
+        imp.unsupported(
+            "MatMul is supported with a constant right-hand side (a weight) only"
+        )
     w = imp.plain_const(b, "B")
     if w.ndim != 2:
         imp.unsupported(f"the constant MatMul operand must have rank 2; got {w.shape}")
@@ -454,16 +481,21 @@ def _matmul(imp, node, attrs):
 
 def _batch_norm(imp, node, attrs):
     if attrs.get("training_mode", 0) or len([o for o in node.output if o]) > 1:
-        imp.unsupported("training mode (running statistics outputs) is not "
-                        "supported")  # fmt: skip
+        imp.unsupported("training mode (running statistics outputs) is not supported")
     x = imp.act(node.input[0])
     if x.rank not in (2, 4):
         imp.unsupported(f"input must have rank 2 or 4; got rank {x.rank}")
     x = imp.to_perm(x, _native_perm(x.rank))  # channel axis 1 held last
     keys = ("gamma", "beta", "mean", "var")
     params = {k: imp.plain_const(n, k) for k, n in zip(keys, node.input[1:5])}
-    imp.output("BatchNorm", [x.name], perm=x.perm, dims=x.shape, params=params,
-               epsilon=float(attrs.get("epsilon", 1e-5)))  # fmt: skip
+    imp.output(
+        "BatchNorm",
+        [x.name],
+        perm=x.perm,
+        dims=x.shape,
+        params=params,
+        epsilon=float(attrs.get("epsilon", 1e-5)),
+    )
 
 
 # ---------------------------------------------------------------- elementwise
@@ -479,8 +511,7 @@ def _unary(op):
 def _identity_op(imp, node, attrs):
     src = node.input[0]
     if imp.is_const(src):
-        return imp.set_const(node.output[0], imp.consts[src],
-                             imp.batch_mask.get(src))  # fmt: skip
+        return imp.set_const(node.output[0], imp.consts[src], imp.batch_mask.get(src))
     imp.alias(node.output[0], imp.act(src))
 
 
@@ -522,8 +553,9 @@ def _hard_sigmoid(imp, node, attrs):
         imp.node = users[0]
         imp.output("HardSwish", [x.name], perm=x.perm, dims=x.shape)
         return
-    imp.output("HardSigmoid", [x.name], perm=x.perm, dims=x.shape, alpha=alpha,
-               beta=beta)  # fmt: skip
+    imp.output(
+        "HardSigmoid", [x.name], perm=x.perm, dims=x.shape, alpha=alpha, beta=beta
+    )
 
 
 def _index(imp, node) -> int:
@@ -591,8 +623,10 @@ def _fold(imp, node, fn, mask_fn=None):
         imp.set_const(node.output[0], fn(*values))
         return
     values = [imp.const(n, "input") for n in names]
-    masks = [imp.batch_mask.get(n, np.zeros(np.shape(v), bool))
-             for n, v in zip(names, values)]  # fmt: skip
+    masks = [
+        imp.batch_mask.get(n, np.zeros(np.shape(v), bool))
+        for n, v in zip(names, values)
+    ]
     imp.set_const(node.output[0], fn(*values), mask_fn(*masks))
 
 
@@ -602,15 +636,18 @@ def _const_param(imp, c: np.ndarray, x: _Act) -> np.ndarray:
     if c.size == 1 or np.all(c == c.ravel()[0]):
         return np.asarray(c.ravel()[0], dtype=np.float32)
     if c.ndim > x.rank:
-        imp.unsupported(f"constant of shape {c.shape} has a higher rank than the "
-                        f"tensor it combines with (rank {x.rank})")  # fmt: skip
+        imp.unsupported(
+            f"constant of shape {c.shape} has a higher rank than the "
+            f"tensor it combines with (rank {x.rank})"
+        )
     c = c.reshape((1,) * (x.rank - c.ndim) + c.shape)
     if c.shape[0] != 1:
         imp.unsupported(f"constant of shape {c.shape} varies along the batch axis")
     for d, n in zip(c.shape, x.shape):
         if d != 1 and n is not None and d != n:
-            imp.unsupported(f"constant of shape {c.shape} does not broadcast to "
-                            f"{x.shape}")  # fmt: skip
+            imp.unsupported(
+                f"constant of shape {c.shape} does not broadcast to {x.shape}"
+            )
     return np.ascontiguousarray(c.transpose(x.perm)[0])
 
 
@@ -679,8 +716,10 @@ def _binary(imp, node, attrs):
 
 def _binary_acts(imp, node, op, x: _Act, y: _Act):
     if x.rank != y.rank:
-        imp.unsupported(f"run-time operands of ranks {x.rank} and {y.rank}; "
-                        "broadcasting across ranks is not supported")  # fmt: skip
+        imp.unsupported(
+            f"run-time operands of ranks {x.rank} and {y.rank}; "
+            "broadcasting across ranks is not supported"
+        )
     y = imp.to_perm(y, x.perm)
     x = imp.to_perm(x, x.perm)
     shape = tuple(
@@ -694,11 +733,17 @@ def _binary_acts(imp, node, op, x: _Act, y: _Act):
         imp.unsupported("Div of two run-time tensors is not supported")
     known = None not in x.shape and None not in y.shape
     if known and x.shape != y.shape:
-        imp.unsupported(f"{op} of run-time tensors of shapes {x.shape} and "
-                        f"{y.shape}: broadcasting is not supported")  # fmt: skip
+        imp.unsupported(
+            f"{op} of run-time tensors of shapes {x.shape} and "
+            f"{y.shape}: broadcasting is not supported"
+        )
     if op == "Sub":
-        neg = imp.emit("ScaleShift", [y.name], f"{node.output[0]}/negate",
-                       params={"scale": np.float32(-1)})  # fmt: skip
+        neg = imp.emit(
+            "ScaleShift",
+            [y.name],
+            f"{node.output[0]}/negate",
+            params={"scale": np.float32(-1)},
+        )
         y = _Act(neg, y.perm, y.shape)
     imp.output("Add", [x.name, y.name], perm=x.perm, dims=shape)
 
@@ -720,9 +765,16 @@ def _pool(op):
         extra = {}
         if op == "AvgPool":
             extra["count_include_pad"] = bool(attrs.get("count_include_pad", 0))
-        imp.output(op, [x.name], perm=NHWC, dims=(*x.shape[:2], *hw),
-                   pool_size=kernel, strides=strides, padding=padding,
-                   **extra)  # fmt: skip
+        imp.output(
+            op,
+            [x.name],
+            perm=NHWC,
+            dims=(*x.shape[:2], *hw),
+            pool_size=kernel,
+            strides=strides,
+            padding=padding,
+            **extra,
+        )
 
     return handler
 
@@ -734,14 +786,17 @@ def _check_ceil_mode(imp, in_hw, kernel, strides, padding):
     for i, (n, k, s) in enumerate(zip(in_hw, kernel, strides)):
         b, a = (0, 0) if padding == "valid" else padding[i]
         if n is None or (n + b + a - k) % s:
-            imp.unsupported("ceil_mode=1 where it changes the output size (or "
-                            "with an unknown input size) is not supported")  # fmt: skip
+            imp.unsupported(
+                "ceil_mode=1 where it changes the output size (or "
+                "with an unknown input size) is not supported"
+            )
 
 
 def _global_avg_pool(imp, node, attrs):
     x = _spatial_input(imp, node.input[0])
-    imp.output("GlobalAvgPool", [x.name], perm=NHWC, dims=(*x.shape[:2], 1, 1),
-               keepdims=True)  # fmt: skip
+    imp.output(
+        "GlobalAvgPool", [x.name], perm=NHWC, dims=(*x.shape[:2], 1, 1), keepdims=True
+    )
 
 
 def _reduce_mean(imp, node, attrs):
@@ -756,11 +811,17 @@ def _reduce_mean(imp, node, attrs):
         imp.unsupported(f"ReduceMean only over axes [2, 3] of a 4-D tensor; {what}")
     x = imp.to_perm(x, NHWC)
     if attrs.get("keepdims", 1):
-        imp.output("GlobalAvgPool", [x.name], perm=NHWC, dims=(*x.shape[:2], 1, 1),
-                   keepdims=True)  # fmt: skip
+        imp.output(
+            "GlobalAvgPool",
+            [x.name],
+            perm=NHWC,
+            dims=(*x.shape[:2], 1, 1),
+            keepdims=True,
+        )
     else:
-        imp.output("GlobalAvgPool", [x.name], perm=(0, 1), dims=x.shape[:2],
-                   keepdims=False)  # fmt: skip
+        imp.output(
+            "GlobalAvgPool", [x.name], perm=(0, 1), dims=x.shape[:2], keepdims=False
+        )
 
 
 # ---------------------------------------------------------------- layout
@@ -807,16 +868,16 @@ def _flatten(imp, node, attrs):
     if axis < 0:
         axis += x.rank
     if axis != 1:
-        imp.unsupported(f"Flatten with axis={axis} mixes the batch axis; only "
-                        "axis=1 is supported")  # fmt: skip
+        imp.unsupported(
+            f"Flatten with axis={axis} mixes the batch axis; only axis=1 is supported"
+        )
     return _flatten_act(imp, x, node.output[0])
 
 
 def _reshape_target(imp, node, attrs, x: _Act) -> tuple[int, ...]:
     """The output shape without the batch axis (one -1 allowed)."""
     name = node.input[1] if len(node.input) > 1 else None
-    shape = (np.asarray(imp.const(name, "shape")) if name else
-             np.asarray(attrs["shape"]))  # fmt: skip
+    shape = np.asarray(imp.const(name, "shape")) if name else np.asarray(attrs["shape"])
     mask = imp.batch_mask.get(name, np.zeros(shape.shape, bool)) if name else None
     t = [int(v) for v in shape.ravel()]
     if mask is not None and mask.ravel()[1:].any():
@@ -863,8 +924,7 @@ def _reshape(imp, node, attrs):
     if not _same_memory_order(x):
         x = imp.to_perm(x, _identity(x.rank))
     shape = tuple(None if v == -1 else v for v in out_shape)
-    imp.output("Reshape", [x.name], perm=_identity(len(shape)), dims=shape,
-               shape=rest)  # fmt: skip
+    imp.output("Reshape", [x.name], perm=_identity(len(shape)), dims=shape, shape=rest)
     return None
 
 
@@ -891,8 +951,12 @@ def _concat(imp, node, attrs):
     names = [n for n in node.input if n]
     axis = int(attrs["axis"])
     if all(imp.is_const(n) for n in names):
-        return _fold(imp, node, lambda *v: np.concatenate(v, axis=axis),
-                     lambda *m: np.concatenate(m, axis=axis))  # fmt: skip
+        return _fold(
+            imp,
+            node,
+            lambda *v: np.concatenate(v, axis=axis),
+            lambda *m: np.concatenate(m, axis=axis),
+        )
     acts = [imp.act(n) for n in names]
     first = acts[0]
     axis = axis + first.rank if axis < 0 else axis
@@ -902,8 +966,13 @@ def _concat(imp, node, attrs):
     sizes = [a.shape[axis] for a in acts]
     total = None if None in sizes else sum(sizes)
     shape = tuple(total if i == axis else d for i, d in enumerate(first.shape))
-    imp.output("Concat", [a.name for a in acts], perm=first.perm, dims=shape,
-               axis=first.perm.index(axis))  # fmt: skip
+    imp.output(
+        "Concat",
+        [a.name for a in acts],
+        perm=first.perm,
+        dims=shape,
+        axis=first.perm.index(axis),
+    )
     return None
 
 
@@ -913,13 +982,14 @@ def _softmax(imp, node, attrs):
     axis = int(attrs.get("axis", default))
     axis = axis + x.rank if axis < 0 else axis
     if imp.opset < 13 and any(d != 1 for d in x.shape[axis + 1 :]):
-        imp.unsupported("opset < 13 Softmax over several trailing axes (not the "
-                        "last one) is not supported")  # fmt: skip
+        imp.unsupported(
+            "opset < 13 Softmax over several trailing axes (not the "
+            "last one) is not supported"
+        )
     if axis == 0:
         imp.unsupported("Softmax along the batch axis is not supported")
     x = imp.to_perm(x, x.perm)  # rejects a flattened NHWC tensor
-    imp.output("Softmax", [x.name], perm=x.perm, dims=x.shape,
-               axis=x.perm.index(axis))  # fmt: skip
+    imp.output("Softmax", [x.name], perm=x.perm, dims=x.shape, axis=x.perm.index(axis))
 
 
 def _pad(imp, node, attrs):
@@ -947,10 +1017,10 @@ def _pad(imp, node, attrs):
         imp.unsupported("a flattened NHWC tensor feeds an op other than Gemm/MatMul")
     onnx_pairs = [(pads[i], pads[i + r]) for i in range(r)]
     paddings = [onnx_pairs[a] for a in x.perm]
-    shape = tuple(None if d is None else d + sum(onnx_pairs[i])
-                  for i, d in enumerate(x.shape))  # fmt: skip
-    imp.output("Pad", [x.name], perm=x.perm, dims=shape, paddings=paddings,
-               value=value)  # fmt: skip
+    shape = tuple(
+        None if d is None else d + sum(onnx_pairs[i]) for i, d in enumerate(x.shape)
+    )
+    imp.output("Pad", [x.name], perm=x.perm, dims=shape, paddings=paddings, value=value)
 
 
 # ---------------------------------------------------------------- constants
@@ -966,16 +1036,20 @@ def _constant(imp, node, attrs):
     elif "value_ints" in attrs:
         value = np.asarray(attrs["value_ints"], np.int64)
     else:
-        imp.unsupported(f"Constant with attribute {sorted(attrs)} (sparse or "
-                        "string values) is not supported")  # fmt: skip
+        imp.unsupported(
+            f"Constant with attribute {sorted(attrs)} (sparse or "
+            "string values) is not supported"
+        )
     imp.set_const(node.output[0], value)
 
 
 def _shape(imp, node, attrs):
     x = imp.act(node.input[0])
     if None in x.shape[1:]:
-        imp.unsupported(f"Shape of a tensor with unknown dims {x.shape} (only the "
-                        "batch size may be unknown)")  # fmt: skip
+        imp.unsupported(
+            f"Shape of a tensor with unknown dims {x.shape} (only the "
+            "batch size may be unknown)"
+        )
     dims = np.array([-1, *x.shape[1:]], dtype=np.int64)
     mask = np.zeros(len(dims), bool)
     mask[0] = True
@@ -987,8 +1061,9 @@ def _cast(imp, node, attrs):
     to = imp.onnx.helper.tensor_dtype_to_np_dtype(attrs["to"])
     src = node.input[0]
     if imp.is_const(src):
-        return imp.set_const(node.output[0], imp.consts[src].astype(to),
-                             imp.batch_mask.get(src))  # fmt: skip
+        return imp.set_const(
+            node.output[0], imp.consts[src].astype(to), imp.batch_mask.get(src)
+        )
     if np.dtype(to) != np.float32:
         imp.unsupported(f"Cast of a run-time tensor to {np.dtype(to)}; only float32")
     return imp.alias(node.output[0], imp.act(src))
@@ -1010,14 +1085,17 @@ def _slice(imp, node, attrs):
     for k, a in enumerate(axes):
         step = 1 if steps is None else int(steps[k])
         index[int(a)] = slice(int(starts[k]), int(ends[k]), step)
-    _fold(imp, node, lambda v, *_: v[tuple(index)],
-          lambda m, *_: m[tuple(index)])  # fmt: skip
+    _fold(imp, node, lambda v, *_: v[tuple(index)], lambda m, *_: m[tuple(index)])
 
 
 def _gather(imp, node, attrs):
     axis = int(attrs.get("axis", 0))
-    _fold(imp, node, lambda v, i: np.take(v, i, axis=axis),
-          lambda m, _: np.take(m, imp.consts[node.input[1]], axis=axis))  # fmt: skip
+    _fold(
+        imp,
+        node,
+        lambda v, i: np.take(v, i, axis=axis),
+        lambda m, _: np.take(m, imp.consts[node.input[1]], axis=axis),
+    )
 
 
 def _axes(imp, node, attrs):

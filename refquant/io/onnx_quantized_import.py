@@ -83,8 +83,13 @@ _OUT_OF_SCOPE = {
     "DynamicQuantizeLinear": "supported only as the input of a ConvInteger or "
     "MatMulInteger pattern",
 }
-DYNAMIC_OPS = ("DynamicQuantizeLinear", "ConvInteger", "MatMulInteger",
-               "DynamicQuantizeMatMul", "DynamicQuantizeLSTM")  # fmt: skip
+DYNAMIC_OPS = (
+    "DynamicQuantizeLinear",
+    "ConvInteger",
+    "MatMulInteger",
+    "DynamicQuantizeMatMul",
+    "DynamicQuantizeLSTM",
+)
 
 
 @dataclass(frozen=True)
@@ -152,21 +157,25 @@ class _Importer:
 
     def scalar_qparams(self, s_name, z_name, what) -> TensorQParams:
         s = np.asarray(self.const(s_name, f"{what} scale"), dtype=np.float64)
-        z = np.asarray(self.const(z_name, f"{what} zero point")) if z_name else (
-            np.zeros((), np.uint8))  # fmt: skip
+        z = (
+            np.asarray(self.const(z_name, f"{what} zero point"))
+            if z_name
+            else (np.zeros((), np.uint8))
+        )
         if s.size != 1 or z.size != 1:
-            self.unsupported(f"{what} qparams must be per-tensor; got scale shape "
-                             f"{s.shape}")  # fmt: skip
+            self.unsupported(
+                f"{what} qparams must be per-tensor; got scale shape {s.shape}"
+            )
         if z.dtype not in (np.int8, np.uint8):
-            self.unsupported(f"{what} zero point must be int8 or uint8; got "
-                             f"{z.dtype}")  # fmt: skip
+            self.unsupported(f"{what} zero point must be int8 or uint8; got {z.dtype}")
         return TensorQParams(float(F32(s.reshape(()))), int(_zp_int8(z).reshape(())))
 
     def code(self, name: str) -> _Tensor:
         if name not in self.tensors:
             if name in self.floats or name == self.float_input:
-                self.unsupported(f"input {name!r} is a float tensor where integer "
-                                 "codes are needed")  # fmt: skip
+                self.unsupported(
+                    f"input {name!r} is a float tensor where integer codes are needed"
+                )
             self.unsupported(f"input {name!r} is not a quantized run-time tensor")
         return self.tensors[name]
 
@@ -179,13 +188,26 @@ class _Importer:
             )
 
     # ------------------------------------------------------------ emitting
-    def emit(self, op, inputs, out, qp, *, rank, nhwc, weight=None, bias=None,
-             pooled=False, **attrs) -> None:  # fmt: skip
+    def emit(
+        self,
+        op,
+        inputs,
+        out,
+        qp,
+        *,
+        rank,
+        nhwc,
+        weight=None,
+        bias=None,
+        pooled=False,
+        **attrs,
+    ) -> None:
         name = out
         while name in self.qparams:
             name += "_"
-        node = QuantizedNode(name, op, [t.name for t in inputs], attrs, weight=weight,
-                             bias=bias)  # fmt: skip
+        node = QuantizedNode(
+            name, op, [t.name for t in inputs], attrs, weight=weight, bias=bias
+        )
         self.nodes.append(node)
         self.qparams[name] = qp
         self.tensors[out] = _Tensor(name, qp, rank, nhwc, pooled)
@@ -218,8 +240,14 @@ class _Importer:
             raise UnsupportedOnnxError("the graph input is never quantized")
         self.qparams.setdefault(self.input_name, self.tensors[self.input_name].qp)
         name = g.name or "onnx_quantized"
-        return QuantizedModel(self.nodes, [self.input_name], outputs, self.qparams,
-                              mode="static", name=name)  # fmt: skip
+        return QuantizedModel(
+            self.nodes,
+            [self.input_name],
+            outputs,
+            self.qparams,
+            mode="static",
+            name=name,
+        )
 
     def graph_output(self, name: str) -> str:
         code = self.floats.get(name, name)
@@ -252,9 +280,12 @@ def _check_op_types(nodes) -> None:
     parts = []
     for op, found in bad.items():
         first = found[0].name or found[0].output[0]
-        why = _OUT_OF_SCOPE.get(op, "a float op outside a DequantizeLinear -> op "
-                                "-> QuantizeLinear group; the importer runs "
-                                "integer codes only")  # fmt: skip
+        why = _OUT_OF_SCOPE.get(
+            op,
+            "a float op outside a DequantizeLinear -> op "
+            "-> QuantizeLinear group; the importer runs "
+            "integer codes only",
+        )
         if op not in _OUT_OF_SCOPE and op not in (*QDQ_COMPUTE, *CODE_OPS):
             why = "not supported"
         parts.append(f"{op} ({len(found)} nodes, first {first!r}): {why}")
@@ -291,8 +322,11 @@ def _fold_qdq(imp: _Importer, nodes: list) -> list:
     for n in nodes:  # quantized constants
         if n.op_type == "DequantizeLinear" and n.input[0] in imp.consts:
             a = _attrs(imp.onnx, n)
-            zp = (imp.consts[n.input[2]] if len(n.input) > 2 and n.input[2]
-                  else np.zeros_like(imp.consts[n.input[1]], np.int8))  # fmt: skip
+            zp = (
+                imp.consts[n.input[2]]
+                if len(n.input) > 2 and n.input[2]
+                else np.zeros_like(imp.consts[n.input[1]], np.int8)
+            )
             imp.qconsts[n.output[0]] = _QConst(
                 imp.consts[n.input[0]], imp.consts[n.input[1]], zp, a.get("axis", 1)
             )
@@ -300,16 +334,19 @@ def _fold_qdq(imp: _Importer, nodes: list) -> list:
     for n in nodes:
         if id(n) in drop or n.op_type not in (*QDQ_COMPUTE, *CODE_OPS):
             continue
-        runtime = [i for i in n.input if i and i not in imp.consts
-                   and i not in imp.qconsts]  # fmt: skip
+        runtime = [
+            i for i in n.input if i and i not in imp.consts and i not in imp.qconsts
+        ]
         dqs = [dq_of(i) for i in runtime]
         q = sole_q(n.output[0])
         if not runtime or any(d is None for d in dqs) or q is None:
             continue
         if any(len(readers[d.output[0]]) != 1 for d in dqs if d.output[0]):
             pass  # a shared DequantizeLinear is read again below; keep it
-        qin = {i: (d.input[0], d.input[1], d.input[2] if len(d.input) > 2 else "")
-               for i, d in zip(runtime, dqs)}  # fmt: skip
+        qin = {
+            i: (d.input[0], d.input[1], d.input[2] if len(d.input) > 2 else "")
+            for i, d in zip(runtime, dqs)
+        }
         new = _qdq_node(imp, h, n, q, qin)
         if new is None:
             continue
@@ -333,7 +370,7 @@ def _qdq_node(imp, h, n, q, qin):
     attrs = _attrs(imp.onnx, n)
     op = n.op_type
     if op in CODE_OPS:
-        (x, xs, xz), = qin.values()  # fmt: skip
+        ((x, xs, xz),) = qin.values()
         if not _same_qparams(imp, xs, xz, ys, yz):
             return None
         rest = [i for i in n.input[1:]]
@@ -365,18 +402,19 @@ def _qdq_node(imp, h, n, q, qin):
             args = [x, xs, xz, wname, "", "", ys, yz, bname]
             return [h.make_node(qop, args, [y], name=n.name, **attrs)]
         if op == "MatMul":
-            return [h.make_node(qop, [x, xs, xz, wname, "", "", ys, yz], [y],
-                                name=n.name)]  # fmt: skip
+            return [
+                h.make_node(qop, [x, xs, xz, wname, "", "", ys, yz], [y], name=n.name)
+            ]
         args = [x, xs, xz, wname, "", "", bname, ys, yz]
         return [h.make_node(qop, args, [y], name=n.name, **ms, **attrs)]
     if op == "Add":
         (a, as_, az), (b, bs, bz) = (qin[i] for i in n.input)
-        return [h.make_node(qop, [a, as_, az, b, bs, bz, ys, yz], [y], name=n.name,
-                            **ms)]  # fmt: skip
+        return [
+            h.make_node(qop, [a, as_, az, b, bs, bz, ys, yz], [y], name=n.name, **ms)
+        ]
     if op in ("GlobalAveragePool", "AveragePool"):
         x, xs, xz = qin[n.input[0]]
-        return [h.make_node(qop, [x, xs, xz, ys, yz], [y], name=n.name, **ms,
-                            **attrs)]  # fmt: skip
+        return [h.make_node(qop, [x, xs, xz, ys, yz], [y], name=n.name, **ms, **attrs)]
     args = [ys, yz]
     for i in n.input:
         args += list(qin[i])
@@ -400,9 +438,12 @@ def _weight_const(imp, name, s_name, z_name, axis) -> _QConst:
     if name in imp.qconsts and not s_name:
         return imp.qconsts[name]
     codes = imp.const(name, "weight")
-    return _QConst(codes, imp.const(s_name, "weight scale"),
-                   imp.const(z_name, "weight zero point") if z_name
-                   else np.zeros((), codes.dtype), axis)  # fmt: skip
+    return _QConst(
+        codes,
+        imp.const(s_name, "weight scale"),
+        imp.const(z_name, "weight zero point") if z_name else np.zeros((), codes.dtype),
+        axis,
+    )
 
 
 def _quantized_weight(imp, w: _QConst, codes_engine, op, c_out) -> QuantizedWeight:
@@ -412,8 +453,10 @@ def _quantized_weight(imp, w: _QConst, codes_engine, op, c_out) -> QuantizedWeig
     scale = np.asarray(w.scale, dtype=F32).astype(np.float64).reshape(-1)
     zp = _zp_int8(np.asarray(w.zero_point)).reshape(-1)
     if scale.size not in (1, c_out) or zp.size not in (1, c_out):
-        imp.unsupported(f"weight scale must be per-tensor or per output channel "
-                        f"({c_out}); got {scale.size} values")  # fmt: skip
+        imp.unsupported(
+            f"weight scale must be per-tensor or per output channel "
+            f"({c_out}); got {scale.size} values"
+        )
     per_channel = scale.size > 1 or zp.size > 1
     if per_channel:
         scale = np.broadcast_to(scale, (c_out,)).copy()
@@ -428,8 +471,9 @@ def _quantized_weight(imp, w: _QConst, codes_engine, op, c_out) -> QuantizedWeig
     )
     if not per_channel:
         scale, zp = scale.reshape(()), zp.reshape(())
-    return QuantizedWeight(_to_int8(codes_engine), scale, zp.astype(np.int64),
-                           scheme, op)  # fmt: skip
+    return QuantizedWeight(
+        _to_int8(codes_engine), scale, zp.astype(np.int64), scheme, op
+    )
 
 
 def _bias(imp, name, c_out):
@@ -448,12 +492,15 @@ def _opt(node, k):
 
 def _quantize_linear(imp, node, attrs):
     if node.input[0] != imp.float_input or imp.input_name is not None:
-        imp.unsupported("QuantizeLinear is supported on the graph input only; "
-                        "float tensors inside the graph are not")  # fmt: skip
+        imp.unsupported(
+            "QuantizeLinear is supported on the graph input only; "
+            "float tensors inside the graph are not"
+        )
     qp = imp.scalar_qparams(node.input[1], _opt(node, 2), "input")
     imp.input_name = node.output[0]
-    imp.tensors[node.output[0]] = _Tensor(node.output[0], qp, _input_rank(imp),
-                                          nhwc=_input_rank(imp) == 4)  # fmt: skip
+    imp.tensors[node.output[0]] = _Tensor(
+        node.output[0], qp, _input_rank(imp), nhwc=_input_rank(imp) == 4
+    )
 
 
 def _input_rank(imp) -> int:
@@ -497,9 +544,12 @@ def _qlinear_conv(imp, node, attrs):
     if w.ndim != 4:
         imp.unsupported(f"only 2-D convolution is supported; weight shape {w.shape}")
     group = int(attrs.get("group", 1))
-    common = dict(strides=tuple(attrs.get("strides", (1, 1))),
-                  dilations=tuple(attrs.get("dilations", (1, 1))),
-                  padding=_padding(imp, attrs, 2), activation=None)  # fmt: skip
+    common = dict(
+        strides=tuple(attrs.get("strides", (1, 1))),
+        dilations=tuple(attrs.get("dilations", (1, 1))),
+        padding=_padding(imp, attrs, 2),
+        activation=None,
+    )
     c_out = w.shape[0]
     if group > 1 and w.shape[1] == 1:
         op, codes = "DepthwiseConv2D", w.transpose(1, 2, 3, 0)
@@ -509,19 +559,36 @@ def _qlinear_conv(imp, node, attrs):
         common["groups"] = group
     weight = _quantized_weight(imp, wq, np.ascontiguousarray(codes), op, c_out)
     bias = _bias(imp, _opt(node, 8), c_out)
-    imp.emit(op, [x], node.output[0], y, rank=4, nhwc=True, weight=weight,
-             bias=bias, **common)  # fmt: skip
+    imp.emit(
+        op,
+        [x],
+        node.output[0],
+        y,
+        rank=4,
+        nhwc=True,
+        weight=weight,
+        bias=bias,
+        **common,
+    )
 
 
 def _dense(imp, node, x, wq, w_kn, bias_name, y):
     """Dense from a constant ``w_kn`` of shape (K, C_out)."""
     if x.rank != 2:
-        imp.unsupported(f"the input must be 2-D (batch, features); got rank "
-                        f"{x.rank}")  # fmt: skip
+        imp.unsupported(f"the input must be 2-D (batch, features); got rank {x.rank}")
     c_out = w_kn.shape[1]
     weight = _quantized_weight(imp, wq, np.ascontiguousarray(w_kn.T), "Dense", c_out)
-    imp.emit("Dense", [x], node.output[0], y, rank=2, nhwc=False, weight=weight,
-             bias=_bias(imp, bias_name, c_out), activation=None)  # fmt: skip
+    imp.emit(
+        "Dense",
+        [x],
+        node.output[0],
+        y,
+        rank=2,
+        nhwc=False,
+        weight=weight,
+        bias=_bias(imp, bias_name, c_out),
+        activation=None,
+    )
 
 
 def _qgemm(imp, node, attrs):
@@ -558,8 +625,9 @@ def _qlinear_add(imp, node, attrs):
     if (a.rank, a.nhwc) != (b.rank, b.nhwc):
         imp.unsupported("both inputs must have the same rank (no broadcasting)")
     y = imp.scalar_qparams(node.input[6], _opt(node, 7), "C")
-    imp.emit("Add", [a, b], node.output[0], y, rank=a.rank, nhwc=a.nhwc,
-             activation=None)  # fmt: skip
+    imp.emit(
+        "Add", [a, b], node.output[0], y, rank=a.rank, nhwc=a.nhwc, activation=None
+    )
 
 
 def _qlinear_global_average_pool(imp, node, attrs):
@@ -568,16 +636,27 @@ def _qlinear_global_average_pool(imp, node, attrs):
     x = _spatial(imp, node.input[0])
     imp.check_qparams(x, node.input[1], node.input[2], "x")
     y = imp.scalar_qparams(node.input[3], node.input[4], "y")
-    imp.emit("GlobalAvgPool", [x], node.output[0], y, rank=4, nhwc=True,
-             pooled=True, keepdims=True)  # fmt: skip
+    imp.emit(
+        "GlobalAvgPool",
+        [x],
+        node.output[0],
+        y,
+        rank=4,
+        nhwc=True,
+        pooled=True,
+        keepdims=True,
+    )
 
 
 def _pool_attrs(imp, attrs):
     k = tuple(attrs["kernel_shape"])
     if attrs.get("ceil_mode", 0) or tuple(attrs.get("dilations", (1, 1))) != (1, 1):
         imp.unsupported("ceil_mode=1 or dilations are not supported")
-    return dict(pool_size=k, strides=tuple(attrs.get("strides", k)),
-                padding=_padding(imp, attrs, 2))  # fmt: skip
+    return dict(
+        pool_size=k,
+        strides=tuple(attrs.get("strides", k)),
+        padding=_padding(imp, attrs, 2),
+    )
 
 
 def _qlinear_average_pool(imp, node, attrs):
@@ -586,17 +665,31 @@ def _qlinear_average_pool(imp, node, attrs):
     x = _spatial(imp, node.input[0])
     imp.check_qparams(x, node.input[1], node.input[2], "x")
     y = imp.scalar_qparams(node.input[3], node.input[4], "y")
-    imp.emit("AvgPool", [x], node.output[0], y, rank=4, nhwc=True,
-             count_include_pad=bool(attrs.get("count_include_pad", 0)),
-             **_pool_attrs(imp, attrs))  # fmt: skip
+    imp.emit(
+        "AvgPool",
+        [x],
+        node.output[0],
+        y,
+        rank=4,
+        nhwc=True,
+        count_include_pad=bool(attrs.get("count_include_pad", 0)),
+        **_pool_attrs(imp, attrs),
+    )
 
 
 def _max_pool(imp, node, attrs):
     if len([o for o in node.output if o]) > 1:
         imp.unsupported("the Indices output is not supported")
     x = _spatial(imp, node.input[0])
-    imp.emit("MaxPool", [x], node.output[0], x.qp, rank=4, nhwc=True,
-             **_pool_attrs(imp, attrs))  # fmt: skip
+    imp.emit(
+        "MaxPool",
+        [x],
+        node.output[0],
+        x.qp,
+        rank=4,
+        nhwc=True,
+        **_pool_attrs(imp, attrs),
+    )
 
 
 def _qlinear_concat(imp, node, attrs):
@@ -623,8 +716,7 @@ def _plain_concat(imp, node, attrs):
     parts = [imp.code(i) for i in node.input]
     qp = parts[0].qp
     if any((p.qp.scale, p.qp.zero_point) != (qp.scale, qp.zero_point) for p in parts):
-        imp.unsupported("Concat of codes needs equal input qparams (use "
-                        "QLinearConcat)")  # fmt: skip
+        imp.unsupported("Concat of codes needs equal input qparams (use QLinearConcat)")
     _concat(imp, node, attrs, parts, qp)
 
 
@@ -637,8 +729,9 @@ def _transpose(imp, node, attrs):
         return imp.alias(node.output[0], x, nhwc=True)
     if perm == tuple(range(x.rank)):
         return imp.alias(node.output[0], x)
-    imp.unsupported(f"Transpose perm={list(perm)} of a rank-{x.rank} tensor is not "
-                    "supported")  # fmt: skip
+    imp.unsupported(
+        f"Transpose perm={list(perm)} of a rank-{x.rank} tensor is not supported"
+    )
 
 
 def _flatten(imp, node, attrs):
@@ -664,8 +757,7 @@ def _reshape(imp, node, attrs):
     shape = [int(v) for v in imp.const(node.input[1], "shape").reshape(-1)]
     if len(shape) == 2 and shape[1] == -1 and shape[0] in (0, 1, -1):
         return _flatten_to_2d(imp, node, x)
-    imp.unsupported(f"Reshape to {shape} is supported only as a flatten to "
-                    "(batch, -1)")  # fmt: skip
+    imp.unsupported(f"Reshape to {shape} is supported only as a flatten to (batch, -1)")
 
 
 def _identity(imp, node, attrs):
@@ -695,8 +787,10 @@ def _clip_codes(imp, node, attrs):
                 op = cand
                 break
     if op is None:
-        imp.unsupported("only ReLU (min 0) and ReLU6 (min 0, max 6) clamps are "
-                        "supported on quantized tensors")  # fmt: skip
+        imp.unsupported(
+            "only ReLU (min 0) and ReLU6 (min 0, max 6) clamps are "
+            "supported on quantized tensors"
+        )
     imp.emit(op, [x], node.output[0], qp, rank=x.rank, nhwc=x.nhwc)
 
 
@@ -709,23 +803,38 @@ def _pad(imp, node, attrs):
     if attrs.get("mode", "constant") != "constant" or _opt(node, 3):
         imp.unsupported("only constant padding of all axes is supported")
     pads = [int(v) for v in imp.const(node.input[1], "pads").reshape(-1)]
-    value = np.asarray(imp.const(node.input[2], "value")) if _opt(node, 2) else (
-        np.zeros((), np.int8))  # fmt: skip
+    value = (
+        np.asarray(imp.const(node.input[2], "value"))
+        if _opt(node, 2)
+        else (np.zeros((), np.int8))
+    )
     qp = x.qp
     if value.dtype.kind in "iu":
         code = int(_zp_int8(value)) if value.dtype == np.uint8 else int(value)
     else:
-        code = int(quantize_linear(np.float32([value]), qp.scale, qp.zero_point,
-                                   profile="onnxruntime")[0])  # fmt: skip
+        code = int(
+            quantize_linear(
+                np.float32([value]), qp.scale, qp.zero_point, profile="onnxruntime"
+            )[0]
+        )
     real = (code - qp.zero_point) * np.float32(qp.scale)
-    back = quantize_linear(np.float32([real]), qp.scale, qp.zero_point,
-                           profile="onnxruntime")  # fmt: skip
+    back = quantize_linear(
+        np.float32([real]), qp.scale, qp.zero_point, profile="onnxruntime"
+    )
     if int(back[0]) != code:
         imp.unsupported(f"pad code {code} has no real value that quantizes back")
     nchw = list(zip(pads[:4], pads[4:]))
     paddings = [nchw[i] for i in (0, 2, 3, 1)]  # NCHW pairs -> NHWC pairs
-    imp.emit("Pad", [x], node.output[0], qp, rank=4, nhwc=True,
-             paddings=paddings, value=float(real))  # fmt: skip
+    imp.emit(
+        "Pad",
+        [x],
+        node.output[0],
+        qp,
+        rank=4,
+        nhwc=True,
+        paddings=paddings,
+        value=float(real),
+    )
 
 
 _HANDLERS = {
@@ -830,10 +939,12 @@ def _load_dynamic(model, onnx, nh) -> QuantizedModel:
                 "(mixed float and quantized weights are not supported)"
             )
         else:
-            nodes.append(QuantizedNode(n.name, n.op, n.inputs, n.attrs,
-                                       params=dict(n.params)))  # fmt: skip
-    return QuantizedModel(nodes, graph.inputs, graph.outputs, mode="dynamic",
-                          name=graph.name)  # fmt: skip
+            nodes.append(
+                QuantizedNode(n.name, n.op, n.inputs, n.attrs, params=dict(n.params))
+            )
+    return QuantizedModel(
+        nodes, graph.inputs, graph.outputs, mode="dynamic", name=graph.name
+    )
 
 
 def _dynamic_node(n, rec) -> QuantizedNode:
@@ -849,8 +960,14 @@ def _dynamic_node(n, rec) -> QuantizedNode:
     weight = _quantized_weight(_Imp, rec, codes, n.op, c_out)
     bias = n.params.get("bias")
     attrs = {**n.attrs}
-    return QuantizedNode(n.name, n.op, n.inputs, attrs, weight=weight,
-                         bias=None if bias is None else np.float32(bias))  # fmt: skip
+    return QuantizedNode(
+        n.name,
+        n.op,
+        n.inputs,
+        attrs,
+        weight=weight,
+        bias=None if bias is None else np.float32(bias),
+    )
 
 
 def _dynamic_to_float(model, onnx, nh):
@@ -876,15 +993,19 @@ def _dynamic_to_float(model, onnx, nh):
         dql, cast, mul, smul, w_scale = chain
         out = mul.output[0]
         w = consts[n.input[1]]
-        wz = consts[n.input[3]] if len(n.input) > 3 and n.input[3] else (
-            np.zeros((), w.dtype))  # fmt: skip
+        wz = (
+            consts[n.input[3]]
+            if len(n.input) > 3 and n.input[3]
+            else (np.zeros((), w.dtype))
+        )
         records[out] = _QConst(w, w_scale, wz, 0)
         wname = f"{out}/weight_codes"
         new_inits.append(nh.from_array(w.astype(np.float32), wname))
         attrs = _attrs(onnx, n)
         op = "Conv" if n.op_type == "ConvInteger" else "MatMul"
-        new_nodes[id(n)] = h.make_node(op, [dql.input[0], wname], [out],
-                                       name=n.name, **attrs)  # fmt: skip
+        new_nodes[id(n)] = h.make_node(
+            op, [dql.input[0], wname], [out], name=n.name, **attrs
+        )
         drop.update({id(cast), id(mul), id(smul)})
     for n in g.node:  # a DynamicQuantizeLinear read only by replaced chains
         if n.op_type == "DynamicQuantizeLinear":
@@ -910,8 +1031,11 @@ def _dynamic_chain(n, producer, readers, consts):
         return None
     if len(n.input) > 3 and n.input[3] and n.input[3] not in consts:
         return None
-    (cast,) = readers.get(n.output[0], [None, None])[:1] if len(
-        readers.get(n.output[0], [])) == 1 else (None,)  # fmt: skip
+    (cast,) = (
+        readers.get(n.output[0], [None, None])[:1]
+        if len(readers.get(n.output[0], [])) == 1
+        else (None,)
+    )
     if cast is None or cast.op_type != "Cast":
         return None
     r = readers.get(cast.output[0], [])

@@ -112,9 +112,16 @@ def _finish_exact_float(
     bits = 64 if x.dtype == np.int16 else 32
     acc = requantize._overflow_policy(acc, prof, bits, "fully_connected accumulator")
     return requantize._requantize_integers(
-        acc, x_scale, w_scale, y_scale, y_zero_point, out_dtype, prof, -1,
+        acc,
+        x_scale,
+        w_scale,
+        y_scale,
+        y_zero_point,
+        out_dtype,
+        prof,
+        -1,
         activation,
-    )  # fmt: skip
+    )
 
 
 def _float_requantize(prof, x) -> bool:

@@ -104,8 +104,12 @@ def solve_allocation(cost, sizes, *, size_budget=None, drop=None, drop_budget=No
         c = sizes.ravel() / max(sizes.max(), 1) + 1e-6 * finite / scale
         cons.append(LinearConstraint(d[None], -np.inf, drop_budget + 1e-9))
     ub = allowed.astype(np.float64)
-    res = milp(c, constraints=cons, integrality=np.ones_like(c),
-               bounds=Bounds(np.zeros_like(c), ub))  # fmt: skip
+    res = milp(
+        c,
+        constraints=cons,
+        integrality=np.ones_like(c),
+        bounds=Bounds(np.zeros_like(c), ub),
+    )
     if res.x is None:
         raise InvalidArgumentError(
             f"no allocation meets the budget ({res.message}); smallest possible "
@@ -140,21 +144,31 @@ class Allocation:
         return out
 
     def to_dict(self) -> dict:
-        return {"precisions": self.precisions, "counts": self.counts(),
-                "measured": self.measured, "estimated": self.estimated,
-                "budget": self.budget, "met": self.met, "notes": self.notes,
-                "repairs": self.repairs}  # fmt: skip
+        return {
+            "precisions": self.precisions,
+            "counts": self.counts(),
+            "measured": self.measured,
+            "estimated": self.estimated,
+            "budget": self.budget,
+            "met": self.met,
+            "notes": self.notes,
+            "repairs": self.repairs,
+        }
 
 
-def evaluate_model(model: MixedModel, data, reference, labels=None, *,
-                   profile="exact", batch_size=32) -> dict:  # fmt: skip
+def evaluate_model(
+    model: MixedModel, data, reference, labels=None, *, profile="exact", batch_size=32
+) -> dict:
     """Real metrics of ``model`` against FP32 ``reference`` outputs, its size."""
     check_type("model", model, (MixedModel,), "a MixedModel")
     st = OutputStats(probabilities=False)
     for i in range(0, data.shape[0], batch_size):
         out = model.run(data[i : i + batch_size], profile=profile)
-        st.update(reference[i : i + batch_size], out,
-                  None if labels is None else labels[i : i + batch_size])  # fmt: skip
+        st.update(
+            reference[i : i + batch_size],
+            out,
+            None if labels is None else labels[i : i + batch_size],
+        )
     r = st.result()
     r["bytes"] = model.size_bytes()
     r["ratio"] = model.fp32_size_bytes() / r["bytes"]
@@ -184,8 +198,9 @@ def _tables(quantizer, sens, candidates, overrides, metric):
     return cost, drop, sizes
 
 
-def _check_args(quantizer, sens, size_budget, max_drop, metric, candidates,
-                overrides, labels):  # fmt: skip
+def _check_args(
+    quantizer, sens, size_budget, max_drop, metric, candidates, overrides, labels
+):
     check_type("quantizer", quantizer, (MixedQuantizer,), "a MixedQuantizer")
     check_type("sensitivity", sens, (SensitivityResult,), "a SensitivityResult")
     if (size_budget is None) == (max_drop is None):
@@ -212,10 +227,22 @@ def _check_args(quantizer, sens, size_budget, max_drop, metric, candidates,
     quantizer.check_precisions(overrides)
 
 
-def allocate(quantizer, sensitivity, data, labels=None, *, size_budget=None,
-             max_drop=None, metric="auto", candidates=None, overrides=None,
-             reference=None, profile="exact", batch_size=32,
-             max_repairs=20) -> Allocation:  # fmt: skip
+def allocate(
+    quantizer,
+    sensitivity,
+    data,
+    labels=None,
+    *,
+    size_budget=None,
+    max_drop=None,
+    metric="auto",
+    candidates=None,
+    overrides=None,
+    reference=None,
+    profile="exact",
+    batch_size=32,
+    max_repairs=20,
+) -> Allocation:
     """Choose a precision per layer (MILP), evaluate for real, repair if missed.
 
     Parameters
@@ -243,10 +270,21 @@ def allocate(quantizer, sensitivity, data, labels=None, *, size_budget=None,
     candidates = tuple(candidates or ("fp32", *sensitivity.precisions))
     overrides = dict(overrides or {})
     if metric == "auto":
-        metric = "accuracy" if labels is not None and sensitivity.fp32[
-            "accuracy"] is not None else "agreement"  # fmt: skip
-    _check_args(quantizer, sensitivity, size_budget, max_drop, metric, candidates,
-                overrides, labels)  # fmt: skip
+        metric = (
+            "accuracy"
+            if labels is not None and sensitivity.fp32["accuracy"] is not None
+            else "agreement"
+        )
+    _check_args(
+        quantizer,
+        sensitivity,
+        size_budget,
+        max_drop,
+        metric,
+        candidates,
+        overrides,
+        labels,
+    )
     check("max_repairs", max_repairs, IntRange(0, 10_000))
     layers = quantizer.layers
     cost, drop, sizes = _tables(quantizer, sensitivity, candidates, overrides, metric)
@@ -263,20 +301,36 @@ def allocate(quantizer, sensitivity, data, labels=None, *, size_budget=None,
         budget = {"kind": "drop", "metric": metric, "max_drop": float(max_drop)}
         choice = solve_allocation(cost, sizes, drop=drop, drop_budget=max_drop)
     rows = np.arange(len(layers))
-    estimated = {"layer_bytes": int(sizes[rows, choice].sum()) + floor,
-                 "noise": float(cost[rows, choice].sum()),
-                 "drop_points": float(drop[rows, choice].sum())}  # fmt: skip
+    estimated = {
+        "layer_bytes": int(sizes[rows, choice].sum()) + floor,
+        "noise": float(cost[rows, choice].sum()),
+        "drop_points": float(drop[rows, choice].sum()),
+    }
     if estimated["noise"] > 0:
         estimated["sqnr_db"] = -10 * math.log10(estimated["noise"])
     prec = {n: PRECISIONS[c] for n, c in zip(layers, choice)}
     model = quantizer.model(prec)
-    measured = evaluate_model(model, data, reference, labels, profile=profile,
-                              batch_size=batch_size)  # fmt: skip
+    measured = evaluate_model(
+        model, data, reference, labels, profile=profile, batch_size=batch_size
+    )
     alloc = Allocation(prec, model, measured, estimated, budget, True)
     _judge(alloc, fp32_eval, metric)
     if budget["kind"] == "drop" and not alloc.met:
-        _repair(alloc, quantizer, cost, sizes, choice, data, reference, labels,
-                fp32_eval, metric, profile, batch_size, max_repairs)  # fmt: skip
+        _repair(
+            alloc,
+            quantizer,
+            cost,
+            sizes,
+            choice,
+            data,
+            reference,
+            labels,
+            fp32_eval,
+            metric,
+            profile,
+            batch_size,
+            max_repairs,
+        )
     return alloc
 
 
@@ -304,8 +358,21 @@ def _judge(alloc, fp32_eval, metric) -> None:
         )
 
 
-def _repair(alloc, quantizer, cost, sizes, choice, data, reference, labels,
-            fp32_eval, metric, profile, batch_size, max_repairs) -> None:  # fmt: skip
+def _repair(
+    alloc,
+    quantizer,
+    cost,
+    sizes,
+    choice,
+    data,
+    reference,
+    labels,
+    fp32_eval,
+    metric,
+    profile,
+    batch_size,
+    max_repairs,
+) -> None:
     layers = quantizer.layers
     choice = choice.copy()
     for _ in range(max_repairs):
@@ -314,8 +381,9 @@ def _repair(alloc, quantizer, cost, sizes, choice, data, reference, labels,
             alloc.notes.append("no upgrade left; the budget cannot be met")
             return
         i, j = step
-        alloc.repairs.append({"layer": layers[i], "from": PRECISIONS[choice[i]],
-                              "to": PRECISIONS[j]})  # fmt: skip
+        alloc.repairs.append(
+            {"layer": layers[i], "from": PRECISIONS[choice[i]], "to": PRECISIONS[j]}
+        )
         choice[i] = j
         prec = {n: PRECISIONS[c] for n, c in zip(layers, choice)}
         model = quantizer.model(prec)

@@ -26,23 +26,40 @@ def add_budget_arguments(parser) -> None:
         metavar="SIZE",
         help="largest model: bytes, or compression over FP32 like 3.5x",
     )
-    g.add_argument("--max-drop", type=float, metavar="POINTS",
-                   help="largest drop of accuracy (with labels) or agreement, "
-                   "in percentage points, e.g. 0.5")  # fmt: skip
-    g.add_argument("--drop-metric", choices=["auto", "accuracy", "agreement"],
-                   default="auto")  # fmt: skip
-    g.add_argument("--precisions", default=",".join(p for p in PRECISIONS),
-                   help="candidate precisions, comma-separated")  # fmt: skip
-    g.add_argument("--keep-fp16", default="", metavar="LAYERS",
-                   help="layers fixed in FP16, comma-separated")  # fmt: skip
+    g.add_argument(
+        "--max-drop",
+        type=float,
+        metavar="POINTS",
+        help="largest drop of accuracy (with labels) or agreement, "
+        "in percentage points, e.g. 0.5",
+    )
+    g.add_argument(
+        "--drop-metric", choices=["auto", "accuracy", "agreement"], default="auto"
+    )
+    g.add_argument(
+        "--precisions",
+        default=",".join(p for p in PRECISIONS),
+        help="candidate precisions, comma-separated",
+    )
+    g.add_argument(
+        "--keep-fp16",
+        default="",
+        metavar="LAYERS",
+        help="layers fixed in FP16, comma-separated",
+    )
     g.add_argument(
         "--force-int4",
         default="",
         metavar="LAYERS",
         help="layers fixed in INT4 weight-only, comma-separated",
     )
-    g.add_argument("--sensitivity-samples", type=int, default=64, metavar="N",
-                   help="held-out samples for the per-layer sensitivity")  # fmt: skip
+    g.add_argument(
+        "--sensitivity-samples",
+        type=int,
+        default=64,
+        metavar="N",
+        help="held-out samples for the per-layer sensitivity",
+    )
 
 
 def parse_layer_list(text: str) -> list:
@@ -61,8 +78,17 @@ def _overrides(args) -> dict:
     return out
 
 
-def apply_budget(args, graph, data, labels=None, *, calibration_data=None,
-                 profile="exact", batch_size=32, progress=None):  # fmt: skip
+def apply_budget(
+    args,
+    graph,
+    data,
+    labels=None,
+    *,
+    calibration_data=None,
+    profile="exact",
+    batch_size=32,
+    progress=None,
+):
     """Allocate precisions for ``graph`` under the budget in ``args``.
 
     ``data`` (float array) is split: the first ``--sensitivity-samples`` are
@@ -81,14 +107,33 @@ def apply_budget(args, graph, data, labels=None, *, calibration_data=None,
     measured = tuple(p for p in cands if p != "fp32")
     for p in set(overrides.values()) - set(measured):
         measured += (p,)
-    mq = MixedQuantizer(graph, data if calibration_data is None else calibration_data,
-                        batch_size=batch_size)  # fmt: skip
+    mq = MixedQuantizer(
+        graph,
+        data if calibration_data is None else calibration_data,
+        batch_size=batch_size,
+    )
     n = max(1, min(int(args.sensitivity_samples), data.shape[0]))
     sl = None if labels is None else labels[:n]
-    sens = measure_sensitivity(mq, data[:n], sl, precisions=measured, reverse=False,
-                               batch_size=batch_size, profile=profile,
-                               progress=progress)  # fmt: skip
-    return allocate(mq, sens, data, labels, size_budget=args.size_budget,
-                    max_drop=args.max_drop, metric=args.drop_metric,
-                    candidates=cands, overrides=overrides, profile=profile,
-                    batch_size=batch_size)  # fmt: skip
+    sens = measure_sensitivity(
+        mq,
+        data[:n],
+        sl,
+        precisions=measured,
+        reverse=False,
+        batch_size=batch_size,
+        profile=profile,
+        progress=progress,
+    )
+    return allocate(
+        mq,
+        sens,
+        data,
+        labels,
+        size_budget=args.size_budget,
+        max_drop=args.max_drop,
+        metric=args.drop_metric,
+        candidates=cands,
+        overrides=overrides,
+        profile=profile,
+        batch_size=batch_size,
+    )

@@ -94,8 +94,9 @@ def save_mixed_model(model: MixedModel, path) -> Path:
         qps = [model.tensor_qparams[k] for k in names]
         t.attrs["names"] = _json(names)
         t.create_dataset("scale", data=np.array([q.scale for q in qps], np.float64))
-        t.create_dataset("zero_point", data=np.array([q.zero_point for q in qps],
-                                                     np.int32))  # fmt: skip
+        t.create_dataset(
+            "zero_point", data=np.array([q.zero_point for q in qps], np.int32)
+        )
         t.create_dataset("bits", data=np.array([q.bits for q in qps], np.int32))
         g = f.create_group("layers")
         for i, layer in enumerate(model.layers):
@@ -179,13 +180,20 @@ def load_mixed_model(path) -> MixedModel:
         arrs = [_array(h5py, t, k, "/tensors") for k in ("scale", "zero_point", "bits")]
         if not isinstance(names, list) or any(len(a) != len(names) for a in arrs):
             raise _bad("/tensors", "names and datasets must have equal lengths")
-        qp = {str(n): TensorQParams(float(s), int(z), int(b))
-              for n, s, z, b in zip(names, *arrs)}  # fmt: skip
+        qp = {
+            str(n): TensorQParams(float(s), int(z), int(b))
+            for n, s, z, b in zip(names, *arrs)
+        }
         group = f["layers"]
         keys = sorted(_members(h5py, group, "/layers"))
         layers = [_read_layer(h5py, group[k], f"/layers/{k}") for k in keys]
-        return MixedModel(layers, _loads(f, "inputs", "/"), _loads(f, "outputs", "/"),
-                          qp, name=_str(f, "name", "/"))  # fmt: skip
+        return MixedModel(
+            layers,
+            _loads(f, "inputs", "/"),
+            _loads(f, "outputs", "/"),
+            qp,
+            name=_str(f, "name", "/"),
+        )
 
 
 def _read_layer(h5py, g, where) -> MixedLayer:
@@ -207,8 +215,11 @@ def _read_layer(h5py, g, where) -> MixedLayer:
     tensors = {k: _array(h5py, g, k, where) for k in keys}
     params = {}
     if precision is not None and "weight" in tensors:  # shapes only, for checks
-        params = {k: np.zeros(tensors[k].shape, np.float32)
-                  for k in ("weight", "bias") if k in tensors}  # fmt: skip
+        params = {
+            k: np.zeros(tensors[k].shape, np.float32)
+            for k in ("weight", "bias")
+            if k in tensors
+        }
     else:
         params = {k[6:]: v for k, v in tensors.items() if k.startswith("param.")}
     node = Node(name, op, inputs, params=params, attrs=attrs)  # validates attrs

@@ -53,18 +53,32 @@ LAYOUT = {
     "fp32": {"weight": ("float32",), "bias": ("float32",)},
     "fp16": {"weight": ("float16",), "bias": ("float16",)},
     "bf16": {"weight": ("uint16",), "bias": ("uint16",)},
-    "int8": {"weight": ("int8",), "weight_scale": ("float64",),
-             "weight_zero_point": ("int64",), "bias": ("int32",)},
-    "int16": {"weight": ("int8",), "weight_scale": ("float64",),
-              "weight_zero_point": ("int64",), "bias": ("int64",)},
-    "int4": {"weight": ("int8",), "weight_scale": ("float64",),
-             "weight_zero_point": ("int64",), "bias": ("float32",)},
-    "ternary": {"weight": ("int8",), "weight_scale": ("float32",),
-                "bias": ("float32",)},
-    "binary": {"weight": ("int8",), "weight_scale": ("float32",),
-               "bias": ("float32",)},
+    "int8": {
+        "weight": ("int8",),
+        "weight_scale": ("float64",),
+        "weight_zero_point": ("int64",),
+        "bias": ("int32",),
+    },
+    "int16": {
+        "weight": ("int8",),
+        "weight_scale": ("float64",),
+        "weight_zero_point": ("int64",),
+        "bias": ("int64",),
+    },
+    "int4": {
+        "weight": ("int8",),
+        "weight_scale": ("float64",),
+        "weight_zero_point": ("int64",),
+        "bias": ("float32",),
+    },
+    "ternary": {
+        "weight": ("int8",),
+        "weight_scale": ("float32",),
+        "bias": ("float32",),
+    },
+    "binary": {"weight": ("int8",), "weight_scale": ("float32",), "bias": ("float32",)},
     None: {},
-}  # fmt: skip
+}
 
 
 @dataclass(frozen=True, eq=False)
@@ -148,15 +162,22 @@ class MixedLayer:
         """The :class:`QuantizedWeight` of an int8 / int16 / int4 layer."""
         t = self.tensors
         scheme = QuantScheme(**dict(self.meta["scheme"]))
-        return QuantizedWeight(t["weight"], t["weight_scale"], t["weight_zero_point"],
-                               scheme, self.op)  # fmt: skip
+        return QuantizedWeight(
+            t["weight"], t["weight_scale"], t["weight_zero_point"], scheme, self.op
+        )
 
     def quantized_node(self) -> QuantizedNode:
         """The integer-engine node (int8 layers and unweighted ops)."""
         if self.precision is None:
             return QuantizedNode(self.name, self.op, self.inputs, self.attrs)
-        return QuantizedNode(self.name, self.op, self.inputs, self.attrs,
-                             self._qweight, self.tensors.get("bias"))  # fmt: skip
+        return QuantizedNode(
+            self.name,
+            self.op,
+            self.inputs,
+            self.attrs,
+            self._qweight,
+            self.tensors.get("bias"),
+        )
 
     def float_params(self) -> dict:
         """float32 weight and bias of a float-domain layer (format-rounded)."""
@@ -191,8 +212,13 @@ class MixedLayer:
             out.append(StoredTensor(f"{n}.weight", size, "bfloat16", "weight"))
         elif p in ("int8", "int16", "int4"):
             w = self._qweight
-            out += quantized_tensor(f"{n}.weight", size, w.scheme.bits, w.num_params,
-                                    zero_point_dtype="int8")  # fmt: skip
+            out += quantized_tensor(
+                f"{n}.weight",
+                size,
+                w.scheme.bits,
+                w.num_params,
+                zero_point_dtype="int8",
+            )
         else:
             bits = "int2" if p == "ternary" else "uint1"
             out.append(StoredTensor(f"{n}.weight", size, bits, "weight"))
@@ -203,8 +229,9 @@ class MixedLayer:
         if p == "int16":
             for k in ("input", "output"):
                 out.append(StoredTensor(f"{n}.{k}_scale", 1, "float32", "scale"))
-                out.append(StoredTensor(f"{n}.{k}_zero_point", 1, "int16",
-                                        "zero_point"))  # fmt: skip
+                out.append(
+                    StoredTensor(f"{n}.{k}_zero_point", 1, "int16", "zero_point")
+                )
         return out
 
 
@@ -254,23 +281,34 @@ def weight_layer(
         if b32 is not None:
             s_w = np.broadcast_to(qw.scale, b32.shape)
             tensors["bias"] = round_half_even(b32 / (s_in * s_w)).astype(np.int64)
-        meta = {"scheme": _scheme_dict(qw.scheme), "input_scale": float(s_in),
-                "output_scale": float(s_out)}  # fmt: skip
+        meta = {
+            "scheme": _scheme_dict(qw.scheme),
+            "input_scale": float(s_in),
+            "output_scale": float(s_out),
+        }
     elif precision == "int4":
-        settings = LayerSettings(weight_bits=4, weight_granularity="per_group",
-                                 weight_group_size=group_size)  # fmt: skip
+        settings = LayerSettings(
+            weight_bits=4, weight_granularity="per_group", weight_group_size=group_size
+        )
         qw = quantize_weight(node.op, w, settings)
         tensors = {**_qweight_tensors(qw), "bias": b32}
         meta["scheme"] = _scheme_dict(qw.scheme)
     else:
         axis = weight_axis(node.op)
-        r = (ternarize(w, axis, ternary_threshold) if precision == "ternary"
-             else binarize(w, axis))  # fmt: skip
-        tensors = {"weight": r.codes, "weight_scale": r.scale.astype(np.float32),
-                   "bias": b32}  # fmt: skip
+        r = (
+            ternarize(w, axis, ternary_threshold)
+            if precision == "ternary"
+            else binarize(w, axis)
+        )
+        tensors = {
+            "weight": r.codes,
+            "weight_scale": r.scale.astype(np.float32),
+            "bias": b32,
+        }
     tensors = {k: v for k, v in tensors.items() if v is not None}
-    return MixedLayer(node.name, node.op, node.inputs, node.attrs, precision,
-                      tensors, meta)  # fmt: skip
+    return MixedLayer(
+        node.name, node.op, node.inputs, node.attrs, precision, tensors, meta
+    )
 
 
 def plain_layer(node) -> MixedLayer:
@@ -284,13 +322,23 @@ def _maybe(fn, v):
 
 
 def _qweight_tensors(qw: QuantizedWeight) -> dict:
-    return {"weight": qw.codes, "weight_scale": np.asarray(qw.scale, np.float64),
-            "weight_zero_point": np.asarray(qw.zero_point, np.int64)}  # fmt: skip
+    return {
+        "weight": qw.codes,
+        "weight_scale": np.asarray(qw.scale, np.float64),
+        "weight_zero_point": np.asarray(qw.zero_point, np.int64),
+    }
 
 
 def _scheme_dict(s: QuantScheme) -> dict:
-    keys = ("bits", "signed", "symmetric", "narrow_range", "granularity", "axis",
-            "group_size")  # fmt: skip
+    keys = (
+        "bits",
+        "signed",
+        "symmetric",
+        "narrow_range",
+        "granularity",
+        "axis",
+        "group_size",
+    )
     return {k: getattr(s, k) for k in keys}
 
 
@@ -342,23 +390,49 @@ def int16_forward(layer: MixedLayer, x: np.ndarray, profile) -> np.ndarray:
     from refquant.kernels.quantize_ops import quantize_linear
 
     s_in, s_out = layer.meta["input_scale"], layer.meta["output_scale"]
-    q = quantize_linear(np.asarray(x, np.float32), s_in, 0, out_dtype=np.int16,
-                        profile=profile)  # fmt: skip
+    q = quantize_linear(
+        np.asarray(x, np.float32), s_in, 0, out_dtype=np.int16, profile=profile
+    )
     w, at, bias = layer._qweight, layer.attrs, layer.tensors.get("bias")
-    common = dict(activation=at.get("activation"), out_dtype=np.int16,
-                  profile=profile)  # fmt: skip
+    common = dict(activation=at.get("activation"), out_dtype=np.int16, profile=profile)
     if layer.op == "Conv2D":
-        y = conv2d(q, s_in, 0, w.codes, w.scale, w.zero_point, bias, s_out, 0,
-                   strides=at["strides"], dilations=at["dilations"],
-                   groups=at["groups"], padding=at["padding"], **common)  # fmt: skip
+        y = conv2d(
+            q,
+            s_in,
+            0,
+            w.codes,
+            w.scale,
+            w.zero_point,
+            bias,
+            s_out,
+            0,
+            strides=at["strides"],
+            dilations=at["dilations"],
+            groups=at["groups"],
+            padding=at["padding"],
+            **common,
+        )
     elif layer.op == "DepthwiseConv2D":
-        y = depthwise_conv2d(q, s_in, 0, w.codes, w.scale, w.zero_point, bias, s_out,
-                             0, depth_multiplier=at["depth_multiplier"],
-                             strides=at["strides"], dilations=at["dilations"],
-                             padding=at["padding"], **common)  # fmt: skip
+        y = depthwise_conv2d(
+            q,
+            s_in,
+            0,
+            w.codes,
+            w.scale,
+            w.zero_point,
+            bias,
+            s_out,
+            0,
+            depth_multiplier=at["depth_multiplier"],
+            strides=at["strides"],
+            dilations=at["dilations"],
+            padding=at["padding"],
+            **common,
+        )
     else:
-        y = fully_connected(q, s_in, 0, w.codes, w.scale, w.zero_point, bias, s_out,
-                            0, **common)  # fmt: skip
+        y = fully_connected(
+            q, s_in, 0, w.codes, w.scale, w.zero_point, bias, s_out, 0, **common
+        )
     return (y.astype(np.float64) * s_out).astype(np.float32)
 
 

@@ -97,7 +97,7 @@ class MixedModel:
                 raise InvalidArgumentError(
                     f"layer {layer.name!r} runs on the integer engine but its "
                     f"tensors lack int8 qparams"
-                )  # fmt: skip
+                )
         for o in self.outputs:
             if o not in self.domain:
                 raise InvalidArgumentError(f"output {o!r} names no tensor")
@@ -159,17 +159,24 @@ class MixedModel:
             tensors += layer.stored_tensors()
             if layer.is_integer:
                 names = [layer.inputs[0], layer.name]
-            elif (layer.precision is None and self.domain[layer.name] == INT8
-                  and layer.op not in SHARED_QPARAMS_OPS
-                  and layer.op not in FIXED_OUTPUT_QPARAMS):  # fmt: skip
+            elif (
+                layer.precision is None
+                and self.domain[layer.name] == INT8
+                and layer.op not in SHARED_QPARAMS_OPS
+                and layer.op not in FIXED_OUTPUT_QPARAMS
+            ):
                 names = [layer.name]
             else:
                 names = []
             for k in names:
-                tensors.append(StoredTensor(f"{layer.name}:{k}.act_scale", 1,
-                                            "float32", "scale"))  # fmt: skip
-                tensors.append(StoredTensor(f"{layer.name}:{k}.act_zero_point", 1,
-                                            "int8", "zero_point"))  # fmt: skip
+                tensors.append(
+                    StoredTensor(f"{layer.name}:{k}.act_scale", 1, "float32", "scale")
+                )
+                tensors.append(
+                    StoredTensor(
+                        f"{layer.name}:{k}.act_zero_point", 1, "int8", "zero_point"
+                    )
+                )
         return model_size(tensors)
 
     def size_bytes(self) -> int:
@@ -191,8 +198,10 @@ class MixedModel:
         x = _check_input(x)
         if batch_size is not None:
             check("batch_size", batch_size, IntRange(1, None))
-            parts = [self.run(x[i : i + batch_size], profile=profile)
-                     for i in range(0, x.shape[0], batch_size)]  # fmt: skip
+            parts = [
+                self.run(x[i : i + batch_size], profile=profile)
+                for i in range(0, x.shape[0], batch_size)
+            ]
             if isinstance(parts[0], tuple):
                 return tuple(np.concatenate(p) for p in zip(*parts))
             return np.concatenate(parts)
@@ -228,15 +237,15 @@ class MixedModel:
                 for k in set(layer.inputs):
                     if last[k] == i and k not in self.outputs:
                         env.pop(k, None)
-        outs = tuple(self._as_float(o, env[o] if o in env else src[o])
-                     for o in self.outputs)  # fmt: skip
+        outs = tuple(
+            self._as_float(o, env[o] if o in env else src[o]) for o in self.outputs
+        )
         return Trace(self.precisions, env if keep else {}, outs)
 
     def _dirty(self, base) -> set:
         if base is None:
             return {a.name for a in self.layers}
-        changed = {k for k, p in self.precisions.items()
-                   if base.precisions.get(k) != p}  # fmt: skip
+        changed = {k for k, p in self.precisions.items() if base.precisions.get(k) != p}
         dirty: set = set()
         for a in self.layers:
             if a.name in changed or any(i in dirty for i in a.inputs):
@@ -262,8 +271,9 @@ class MixedModel:
         from refquant.kernels.quantize_ops import quantize_linear
 
         qp = self.tensor_qparams[name]
-        q = quantize_linear(np.asarray(v, np.float32), qp.scale, qp.zero_point,
-                            profile=prof)  # fmt: skip
+        q = quantize_linear(
+            np.asarray(v, np.float32), qp.scale, qp.zero_point, profile=prof
+        )
         return np.clip(q, qp.qmin, qp.qmax).astype(np.int8)
 
     def _as_float(self, name, v):
@@ -339,9 +349,18 @@ class MixedQuantizer:
     [[0.0999755859375, 2.0]]
     """
 
-    def __init__(self, graph, calibration_data=None, *, config=None, group_size=32,
-                 ternary_threshold=0.7, batch_size=32, progress=None,
-                 qmodel=None):  # fmt: skip
+    def __init__(
+        self,
+        graph,
+        calibration_data=None,
+        *,
+        config=None,
+        group_size=32,
+        ternary_threshold=0.7,
+        batch_size=32,
+        progress=None,
+        qmodel=None,
+    ):
         from refquant.graph.graph import Graph
         from refquant.ptq import prepare_graph, quantize_model
         from refquant.ptq.qmodel import QuantizedModel
@@ -383,9 +402,14 @@ class MixedQuantizer:
             check(f"precision of {name!r}", precision, OneOf(PRECISIONS))
             qp = self.qmodel.tensor_qparams
             scales = (int16_scale(qp[node.inputs[0]]), int16_scale(qp[node.name]))
-            layer = weight_layer(node, precision, int8_node=self.qmodel.node(name),
-                                 int16_scales=scales, group_size=self.group_size,
-                                 ternary_threshold=self.ternary_threshold)  # fmt: skip
+            layer = weight_layer(
+                node,
+                precision,
+                int8_node=self.qmodel.node(name),
+                int16_scales=scales,
+                group_size=self.group_size,
+                ternary_threshold=self.ternary_threshold,
+            )
         self._cache[key] = layer
         return layer
 
@@ -401,8 +425,12 @@ class MixedQuantizer:
         if isinstance(precisions, str):
             check("precisions", precisions, OneOf(PRECISIONS))
             return dict.fromkeys(self.layers, precisions)
-        check_type("precisions", precisions, (Mapping,),
-                   "a precision name or a mapping layer -> precision")  # fmt: skip
+        check_type(
+            "precisions",
+            precisions,
+            (Mapping,),
+            "a precision name or a mapping layer -> precision",
+        )
         for k, v in precisions.items():
             if k not in self.layers:
                 raise InvalidArgumentError(
@@ -418,9 +446,13 @@ class MixedQuantizer:
         mapping; unnamed layers take ``default``)."""
         prec = self.check_precisions(precisions, default)
         layers = [self.layer(n.name, prec.get(n.name)) for n in self.graph.nodes]
-        return MixedModel(layers, self.graph.inputs, self.graph.outputs,
-                          self.qmodel.tensor_qparams,
-                          name=name or self.graph.name)  # fmt: skip
+        return MixedModel(
+            layers,
+            self.graph.inputs,
+            self.graph.outputs,
+            self.qmodel.tensor_qparams,
+            name=name or self.graph.name,
+        )
 
     def size_floor(self) -> int:
         """Bytes that no layer choice changes (upper bound: unweighted layers'

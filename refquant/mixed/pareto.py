@@ -38,10 +38,21 @@ def _dominates(q, p, key) -> bool:
     return no_worse and better
 
 
-def pareto_sweep(quantizer, sensitivity, data, labels=None, *, ratios=None,
-                 reference=None, candidates=None, overrides=None,
-                 profile="exact", batch_size=32, markers=UNIFORM_MARKERS,
-                 progress=None) -> list:  # fmt: skip
+def pareto_sweep(
+    quantizer,
+    sensitivity,
+    data,
+    labels=None,
+    *,
+    ratios=None,
+    reference=None,
+    candidates=None,
+    overrides=None,
+    profile="exact",
+    batch_size=32,
+    markers=UNIFORM_MARKERS,
+    progress=None,
+) -> list:
     """Evaluate a mixed model at each compression ratio and the uniform markers.
 
     Parameters
@@ -80,18 +91,40 @@ def pareto_sweep(quantizer, sensitivity, data, labels=None, *, ratios=None,
     points, total = [], len(markers) + len(ratios)
     for p in markers:
         m = quantizer.model(p)
-        r = evaluate_model(m, data, reference, labels, profile=profile,
-                           batch_size=batch_size)  # fmt: skip
-        points.append({"label": f"uniform {p}", "kind": "uniform",
-                       "counts": {p: len(quantizer.layers)}, **r})  # fmt: skip
+        r = evaluate_model(
+            m, data, reference, labels, profile=profile, batch_size=batch_size
+        )
+        points.append(
+            {
+                "label": f"uniform {p}",
+                "kind": "uniform",
+                "counts": {p: len(quantizer.layers)},
+                **r,
+            }
+        )
         _tick(progress, len(points), total)
     for ratio in ratios:
-        a = allocate(quantizer, sensitivity, data, labels, size_budget=f"{ratio}x",
-                     candidates=candidates, overrides=overrides, reference=reference,
-                     profile=profile, batch_size=batch_size)  # fmt: skip
-        points.append({"label": f"mixed <= {ratio:.2f}x", "kind": "mixed",
-                       "counts": a.counts(), "precisions": a.precisions,
-                       **a.measured})  # fmt: skip
+        a = allocate(
+            quantizer,
+            sensitivity,
+            data,
+            labels,
+            size_budget=f"{ratio}x",
+            candidates=candidates,
+            overrides=overrides,
+            reference=reference,
+            profile=profile,
+            batch_size=batch_size,
+        )
+        points.append(
+            {
+                "label": f"mixed <= {ratio:.2f}x",
+                "kind": "mixed",
+                "counts": a.counts(),
+                "precisions": a.precisions,
+                **a.measured,
+            }
+        )
         _tick(progress, len(points), total)
     return mark_front(points)
 

@@ -62,8 +62,17 @@ def sensitivity_markdown(result, *, rank_by: str = "int8", top=None) -> str:
 
 def pareto_markdown(points, *, key: str = "agreement") -> str:
     """Markdown table of sweep points, smallest first; ``*`` marks the front."""
-    head = ["model", "bytes", "ratio", "agreement", "accuracy", "SQNR dB", "KL",
-            "precisions", "front"]  # fmt: skip
+    head = [
+        "model",
+        "bytes",
+        "ratio",
+        "agreement",
+        "accuracy",
+        "SQNR dB",
+        "KL",
+        "precisions",
+        "front",
+    ]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for p in sorted(points, key=lambda q: q["bytes"]):
         acc = "-" if p.get("accuracy") is None else f"{100 * p['accuracy']:.2f}%"
@@ -117,10 +126,10 @@ def plot_pareto(points, path, *, key: str = "agreement") -> None:
     from refquant._fileio import atomic_path
 
     fig, ax = plt.subplots(figsize=(6, 4))
-    mixed = sorted((p for p in points if p["kind"] == "mixed"),
-                   key=lambda p: p["bytes"])  # fmt: skip
-    ax.plot([p["bytes"] for p in mixed], [p[key] for p in mixed], "o-",
-            label="mixed")  # fmt: skip
+    mixed = sorted(
+        (p for p in points if p["kind"] == "mixed"), key=lambda p: p["bytes"]
+    )
+    ax.plot([p["bytes"] for p in mixed], [p[key] for p in mixed], "o-", label="mixed")
     for p in points:
         if p["kind"] == "uniform":
             ax.plot(p["bytes"], p[key], "s")

@@ -136,8 +136,9 @@ class SensitivityResult:
         Most sensitive: lowest SQNR / agreement / accuracy, highest KL.
         """
         check("key", key, OneOf(METRICS))
-        rows = [r for r in self.rows
-                if r["view"] == "alone" and r["precision"] == precision]  # fmt: skip
+        rows = [
+            r for r in self.rows if r["view"] == "alone" and r["precision"] == precision
+        ]
         if not rows:
             raise InvalidArgumentError(
                 f"precision must be one of the measured {self.precisions}; got "
@@ -152,9 +153,14 @@ class SensitivityResult:
         return [r["layer"] for r in sorted(rows, key=badness, reverse=True)]
 
     def to_dict(self) -> dict:
-        return {"layers": list(self.layers), "precisions": list(self.precisions),
-                "base_precision": self.base_precision, "fp32": self.fp32,
-                "meta": self.meta, "rows": self.rows}  # fmt: skip
+        return {
+            "layers": list(self.layers),
+            "precisions": list(self.precisions),
+            "base_precision": self.base_precision,
+            "fp32": self.fp32,
+            "meta": self.meta,
+            "rows": self.rows,
+        }
 
 
 def _batches(data, labels, batch_size):
@@ -175,14 +181,26 @@ def _batches(data, labels, batch_size):
                 f"unlabeled); got dtype {labels.dtype} shape {labels.shape}"
             )
     for i in range(0, data.shape[0], batch_size):
-        yield data[i : i + batch_size], (
-            None if labels is None else labels[i : i + batch_size])  # fmt: skip
+        yield (
+            data[i : i + batch_size],
+            (None if labels is None else labels[i : i + batch_size]),
+        )
 
 
-def measure_sensitivity(quantizer, data, labels=None, *, precisions=PRECISIONS,
-                        layers=None, reverse=True, reverse_layers=None,
-                        base_precision="int8", batch_size=16, profile="exact",
-                        progress=None) -> SensitivityResult:  # fmt: skip
+def measure_sensitivity(
+    quantizer,
+    data,
+    labels=None,
+    *,
+    precisions=PRECISIONS,
+    layers=None,
+    reverse=True,
+    reverse_layers=None,
+    base_precision="int8",
+    batch_size=16,
+    profile="exact",
+    progress=None,
+) -> SensitivityResult:
     """Quantize each layer alone (and, with ``reverse``, keep it alone in FP32).
 
     Parameters
@@ -227,8 +245,10 @@ def measure_sensitivity(quantizer, data, labels=None, *, precisions=PRECISIONS,
     alone = {(n, p): quantizer.model({n: p}) for n in layers for p in precisions}
     rest = {}
     if reverse:
-        rest = {(n, "fp32"): quantizer.model({n: "fp32"}, default=base_precision)
-                for n in rev_layers}  # fmt: skip
+        rest = {
+            (n, "fp32"): quantizer.model({n: "fp32"}, default=base_precision)
+            for n in rev_layers
+        }
     stats = {k: OutputStats(probs) for k in [*alone, *[("R",) + k for k in rest]]}
     fp32_stats, base_stats = OutputStats(probs), OutputStats(probs)
     fp32_model = quantizer.model("fp32")
@@ -271,13 +291,21 @@ def measure_sensitivity(quantizer, data, labels=None, *, precisions=PRECISIONS,
             }
         )
     fp32 = fp32_stats.result()
-    meta = {"profile": getattr(profile, "name", profile), "batch_size": batch_size,
-            "samples": fp32["count"]}  # fmt: skip
+    meta = {
+        "profile": getattr(profile, "name", profile),
+        "batch_size": batch_size,
+        "samples": fp32["count"],
+    }
     if rest:
         meta["base"] = base_stats.result()
-    return SensitivityResult(layers, precisions, rows,
-                             {"accuracy": fp32["accuracy"], "count": fp32["count"]},
-                             base_precision, meta)  # fmt: skip
+    return SensitivityResult(
+        layers,
+        precisions,
+        rows,
+        {"accuracy": fp32["accuracy"], "count": fp32["count"]},
+        base_precision,
+        meta,
+    )
 
 
 def _tick(progress, done, total):

@@ -97,8 +97,9 @@ def quantize_model(
             )
         from refquant.ptq.static import quantize_static
 
-        return quantize_static(prepared, calibration_data, cfg,
-                               batch_size=batch_size, progress=progress)  # fmt: skip
+        return quantize_static(
+            prepared, calibration_data, cfg, batch_size=batch_size, progress=progress
+        )
     if mode == "dynamic":
         from refquant.ptq.dynamic import quantize_dynamic
 

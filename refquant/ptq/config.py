@@ -78,13 +78,18 @@ class LayerSettings:
 
     def __post_init__(self):
         check("weight_bits", self.weight_bits, IntRange(2, 8))
-        check("weight_granularity", self.weight_granularity,
-              OneOf(WEIGHT_GRANULARITIES))  # fmt: skip
+        check(
+            "weight_granularity", self.weight_granularity, OneOf(WEIGHT_GRANULARITIES)
+        )
         for name in ("weight_symmetric", "weight_narrow_range", "activation_symmetric"):
             check(name, getattr(self, name), OneOf((False, True)))
         if self.weight_granularity == "per_group":
-            check("weight_group_size", self.weight_group_size, IntRange(1, 2**20),
-                  "per_group weights need a group size such as 32 or 64")  # fmt: skip
+            check(
+                "weight_group_size",
+                self.weight_group_size,
+                IntRange(1, 2**20),
+                "per_group weights need a group size such as 32 or 64",
+            )
         elif self.weight_group_size is not None:
             raise InvalidArgumentError(
                 f"weight_group_size must be None unless weight_granularity="
@@ -92,8 +97,12 @@ class LayerSettings:
             )
         check("activation_bits", self.activation_bits, IntRange(2, 8))
         check("activation_observer", self.activation_observer, OneOf(tuple(OBSERVERS)))
-        check_type("activation_observer_options", self.activation_observer_options,
-                   (Mapping,), "a mapping of observer settings")  # fmt: skip
+        check_type(
+            "activation_observer_options",
+            self.activation_observer_options,
+            (Mapping,),
+            "a mapping of observer settings",
+        )
         options = dict(self.activation_observer_options)
         for key in ("symmetric", "bits", "axis"):
             if key in options:
@@ -125,8 +134,9 @@ class LayerSettings:
 
     def activation_scheme(self) -> QuantScheme:
         """Signed per-tensor activation scheme (full range)."""
-        return QuantScheme(bits=self.activation_bits, signed=True,
-                           symmetric=self.activation_symmetric)  # fmt: skip
+        return QuantScheme(
+            bits=self.activation_bits, signed=True, symmetric=self.activation_symmetric
+        )
 
     def make_observer(self):
         """A fresh observer for this layer's output tensor."""
@@ -211,7 +221,7 @@ class QuantConfig:
         return {
             "defaults": {
                 k: _plain(v) for k, v in dataclasses.asdict(self.defaults).items()
-            },  # fmt: skip
+            },
             "by_op": self.by_op,
             "by_name": self.by_name,
         }

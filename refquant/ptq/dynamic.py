@@ -20,14 +20,16 @@ from refquant.ptq.weights import quantize_weight
 __all__ = ["quantize_dynamic", "quantize_weights_float_bias"]
 
 
-def quantize_weights_float_bias(graph: Graph, config: QuantConfig, mode: str,
-                                allow_groups: bool) -> QuantizedModel:  # fmt: skip
+def quantize_weights_float_bias(
+    graph: Graph, config: QuantConfig, mode: str, allow_groups: bool
+) -> QuantizedModel:
     """Quantize each weighted node's weight; bias and other params stay float."""
     nodes = []
     for n in graph.nodes:
         if n.op not in WEIGHTED_OPS:
-            nodes.append(QuantizedNode(n.name, n.op, n.inputs, n.attrs,
-                                       params=dict(n.params)))  # fmt: skip
+            nodes.append(
+                QuantizedNode(n.name, n.op, n.inputs, n.attrs, params=dict(n.params))
+            )
             continue
         s = config.settings_for(n.name, n.op)
         if s.weight_granularity == "per_group" and not allow_groups:
@@ -40,8 +42,9 @@ def quantize_weights_float_bias(graph: Graph, config: QuantConfig, mode: str,
         bias = n.params.get("bias")
         bias = None if bias is None else np.asarray(bias, np.float32)
         nodes.append(QuantizedNode(n.name, n.op, n.inputs, n.attrs, weight, bias))
-    return QuantizedModel(nodes, graph.inputs, graph.outputs, mode=mode,
-                          name=graph.name)  # fmt: skip
+    return QuantizedModel(
+        nodes, graph.inputs, graph.outputs, mode=mode, name=graph.name
+    )
 
 
 def quantize_dynamic(graph: Graph, config: QuantConfig) -> QuantizedModel:

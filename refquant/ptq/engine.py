@@ -43,8 +43,15 @@ __all__ = [
 #: Ops whose output reuses the input's qparams: pure data movement, clamps and
 #: average pooling (TFLite AVERAGE_POOL_2D requires equal input and output
 #: qparams; the mean of a window never leaves the input's range).
-SHARED_QPARAMS_OPS = ("MaxPool", "AvgPool", "Pad", "Flatten", "Reshape", "ReLU",
-                      "ReLU6")  # fmt: skip
+SHARED_QPARAMS_OPS = (
+    "MaxPool",
+    "AvgPool",
+    "Pad",
+    "Flatten",
+    "Reshape",
+    "ReLU",
+    "ReLU6",
+)
 
 #: Ops with a fixed int8 output grid (TFLite): (scale, zero_point).
 FIXED_OUTPUT_QPARAMS = {
@@ -112,29 +119,61 @@ def clamp_bits(q, y):
 
 def _conv(node, codes, a, y, prof):
     at, w = node.attrs, node.weight
-    return conv2d(codes[0], a[0].scale, a[0].zero_point, w.codes, w.scale,
-                  w.zero_point, node.bias, y.scale, y.zero_point,
-                  strides=at["strides"], dilations=at["dilations"],
-                  groups=at["groups"], padding=at["padding"],
-                  activation=at["activation"], profile=prof)  # fmt: skip
+    return conv2d(
+        codes[0],
+        a[0].scale,
+        a[0].zero_point,
+        w.codes,
+        w.scale,
+        w.zero_point,
+        node.bias,
+        y.scale,
+        y.zero_point,
+        strides=at["strides"],
+        dilations=at["dilations"],
+        groups=at["groups"],
+        padding=at["padding"],
+        activation=at["activation"],
+        profile=prof,
+    )
 
 
 def _depthwise(node, codes, a, y, prof):
     at, w = node.attrs, node.weight
-    return depthwise_conv2d(codes[0], a[0].scale, a[0].zero_point, w.codes,
-                            w.scale, w.zero_point, node.bias, y.scale,
-                            y.zero_point, depth_multiplier=at["depth_multiplier"],
-                            strides=at["strides"], dilations=at["dilations"],
-                            padding=at["padding"], activation=at["activation"],
-                            profile=prof)  # fmt: skip
+    return depthwise_conv2d(
+        codes[0],
+        a[0].scale,
+        a[0].zero_point,
+        w.codes,
+        w.scale,
+        w.zero_point,
+        node.bias,
+        y.scale,
+        y.zero_point,
+        depth_multiplier=at["depth_multiplier"],
+        strides=at["strides"],
+        dilations=at["dilations"],
+        padding=at["padding"],
+        activation=at["activation"],
+        profile=prof,
+    )
 
 
 def _dense(node, codes, a, y, prof):
     w = node.weight
-    return fully_connected(codes[0], a[0].scale, a[0].zero_point, w.codes, w.scale,
-                           w.zero_point, node.bias, y.scale, y.zero_point,
-                           activation=node.attrs["activation"],
-                           profile=prof)  # fmt: skip
+    return fully_connected(
+        codes[0],
+        a[0].scale,
+        a[0].zero_point,
+        w.codes,
+        w.scale,
+        w.zero_point,
+        node.bias,
+        y.scale,
+        y.zero_point,
+        activation=node.attrs["activation"],
+        profile=prof,
+    )
 
 
 def _add(node, codes, a, y, prof):
@@ -142,9 +181,18 @@ def _add(node, codes, a, y, prof):
         raise NotImplementedError(
             f"node {node.name!r}: quantized Add takes 2 inputs; got {len(codes)}"
         )
-    return add(codes[0], a[0].scale, a[0].zero_point, codes[1], a[1].scale,
-               a[1].zero_point, y.scale, y.zero_point,
-               activation=node.attrs["activation"], profile=prof)  # fmt: skip
+    return add(
+        codes[0],
+        a[0].scale,
+        a[0].zero_point,
+        codes[1],
+        a[1].scale,
+        a[1].zero_point,
+        y.scale,
+        y.zero_point,
+        activation=node.attrs["activation"],
+        profile=prof,
+    )
 
 
 def pool_geometry(shape, attrs):
@@ -162,11 +210,18 @@ def _max_pool(node, codes, a, y, prof):
 
 def _avg_pool(node, codes, a, y, prof):
     size, strides, pads = pool_geometry(codes[0].shape, node.attrs)
-    return average_pool2d(codes[0], a[0].scale, a[0].zero_point, y.scale,
-                          y.zero_point, pool_size=size, strides=strides,
-                          padding=pads,
-                          count_include_pad=node.attrs["count_include_pad"],
-                          profile=prof)  # fmt: skip
+    return average_pool2d(
+        codes[0],
+        a[0].scale,
+        a[0].zero_point,
+        y.scale,
+        y.zero_point,
+        pool_size=size,
+        strides=strides,
+        padding=pads,
+        count_include_pad=node.attrs["count_include_pad"],
+        profile=prof,
+    )
 
 
 def _global_avg_pool(node, codes, a, y, prof):
@@ -174,18 +229,33 @@ def _global_avg_pool(node, codes, a, y, prof):
     # GlobalAveragePool (QLinearGlobalAveragePool in ORT's QOperator form).
     q = codes[0]
     if prof.average_pool_method == "tflite_raw_q_half_away":
-        out = mean(q, a[0].scale, a[0].zero_point, y.scale, y.zero_point,
-                   axes=(1, 2), keepdims=True, profile=prof)  # fmt: skip
+        out = mean(
+            q,
+            a[0].scale,
+            a[0].zero_point,
+            y.scale,
+            y.zero_point,
+            axes=(1, 2),
+            keepdims=True,
+            profile=prof,
+        )
     else:
-        out = global_average_pool(q, a[0].scale, a[0].zero_point, y.scale,
-                                  y.zero_point, profile=prof)  # fmt: skip
+        out = global_average_pool(
+            q, a[0].scale, a[0].zero_point, y.scale, y.zero_point, profile=prof
+        )
     return out if node.attrs["keepdims"] else out[:, 0, 0, :]
 
 
 def _concat(node, codes, a, y, prof):
-    return concatenation(list(codes), [p.scale for p in a],
-                         [p.zero_point for p in a], y.scale, y.zero_point,
-                         axis=node.attrs["axis"], profile=prof)  # fmt: skip
+    return concatenation(
+        list(codes),
+        [p.scale for p in a],
+        [p.zero_point for p in a],
+        y.scale,
+        y.zero_point,
+        axis=node.attrs["axis"],
+        profile=prof,
+    )
 
 
 def pad_code(node, y, prof) -> int:
@@ -211,15 +281,27 @@ def _softmax(node, codes, a, y, prof):
     q = codes[0]
     axis = node.attrs["axis"] % q.ndim
     q = np.moveaxis(q, axis, -1)
-    out = softmax(q, a[0].scale, a[0].zero_point, y_scale=y.scale,
-                  y_zero_point=y.zero_point, profile=prof)  # fmt: skip
+    out = softmax(
+        q,
+        a[0].scale,
+        a[0].zero_point,
+        y_scale=y.scale,
+        y_zero_point=y.zero_point,
+        profile=prof,
+    )
     return np.moveaxis(out, -1, axis)
 
 
 def _lut_op(node, codes, a, y, prof):
     fn = logistic if node.op == "Sigmoid" else tanh
-    return fn(codes[0], a[0].scale, a[0].zero_point, y_scale=y.scale,
-              y_zero_point=y.zero_point, profile=prof)  # fmt: skip
+    return fn(
+        codes[0],
+        a[0].scale,
+        a[0].zero_point,
+        y_scale=y.scale,
+        y_zero_point=y.zero_point,
+        profile=prof,
+    )
 
 
 def _not_static(node, codes, a, y, prof):
@@ -292,9 +374,13 @@ def fusable_max_pools(nodes, outputs) -> dict:
     plan = {}
     for n in nodes:
         r = readers.get(n.name, [])
-        if (n.op in ("Conv2D", "DepthwiseConv2D") and n.name not in outputs
-                and len(r) == 1 and r[0].op == "MaxPool"
-                and r[0].attrs["padding"] == "valid"):  # fmt: skip
+        if (
+            n.op in ("Conv2D", "DepthwiseConv2D")
+            and n.name not in outputs
+            and len(r) == 1
+            and r[0].op == "MaxPool"
+            and r[0].attrs["padding"] == "valid"
+        ):
             plan[n.name] = r[0]
     return plan
 

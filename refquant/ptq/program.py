@@ -93,8 +93,12 @@ class Requantizer:
         self.lo = np.clip(lo, qmin, qmax).astype(np.float32)
         self.hi = np.clip(hi, qmin, qmax).astype(np.float32)
         self.zp = np.float32(zp)
-        m64 = _multiplier64(np.asarray(self.s_in), self.s_w, np.asarray(self.s_out),
-                            prof.multiplier_formation)  # fmt: skip
+        m64 = _multiplier64(
+            np.asarray(self.s_in),
+            self.s_w,
+            np.asarray(self.s_out),
+            prof.multiplier_formation,
+        )
         self.band = 2.0**-11
         if self.method == "exact":
             self.m_eff = self.s_in * self.s_w / self.s_out
@@ -194,9 +198,17 @@ class Requantizer:
 
     def _kernel(self, acc):
         s_in, s_w, s_out, zp, activation = self.args
-        q = requantize_accumulator(acc.astype(np.int64), s_in, s_w, s_out, zp,
-                                   np.int8, self.prof, channel_axis=-1,
-                                   activation=activation)  # fmt: skip
+        q = requantize_accumulator(
+            acc.astype(np.int64),
+            s_in,
+            s_w,
+            s_out,
+            zp,
+            np.int8,
+            self.prof,
+            channel_axis=-1,
+            activation=activation,
+        )
         return q.astype(np.float32)
 
 
@@ -210,9 +222,16 @@ class _Weighted:
         self.node, self.pool, self.prof = node, pool, prof
         self.zx = a.zero_point
         op_prof = prof.for_op("fully_connected") if node.op == "Dense" else prof
-        self.requant = Requantizer(a.scale, w.scale, y.scale, y.zero_point,
-                                   node.attrs["activation"], op_prof, y.qmin,
-                                   y.qmax)  # fmt: skip
+        self.requant = Requantizer(
+            a.scale,
+            w.scale,
+            y.scale,
+            y.zero_point,
+            node.attrs["activation"],
+            op_prof,
+            y.qmin,
+            y.qmax,
+        )
         codes = w.codes.astype(np.int64)
         zw = np.asarray(w.zero_point, np.int64)
         self.bias = None if node.bias is None else node.bias.astype(np.float64)
@@ -243,8 +262,9 @@ class _Weighted:
         zw_g = zw.reshape(g, c_out // g) if zw.ndim else zw
         self.w = prepare_weights(w_mat, zw_g)  # (G, K, C_out/G)
         self.kernel = (kh, kw)
-        self.pointwise = ((kh, kw) == (1, 1) and g == 1
-                          and tuple(at["strides"]) == (1, 1))  # fmt: skip
+        self.pointwise = (
+            (kh, kw) == (1, 1) and g == 1 and tuple(at["strides"]) == (1, 1)
+        )
 
     def _init_depthwise(self, codes, zw):
         _, kh, kw, c = codes.shape
@@ -257,8 +277,9 @@ class _Weighted:
     # -- accumulators (exact integers in a float or int64 array)
     def _geom(self, x):
         at = self.node.attrs
-        return _geometry(x.shape, self.kernel, at["strides"], at["dilations"],
-                         at["padding"])  # fmt: skip
+        return _geometry(
+            x.shape, self.kernel, at["strides"], at["dilations"], at["padding"]
+        )
 
     def _conv_acc(self, x):
         geom = self._geom(x)
@@ -284,8 +305,11 @@ class _Weighted:
             y0 = r0 * sh + i * dh
             for j in range(kw):
                 x0 = j * dw
-                tap = xs[n : n + 1, y0 : y0 + (r1 - r0 - 1) * sh + 1 : sh,
-                         x0 : x0 + (geom.out_w - 1) * sw + 1 : sw]  # fmt: skip
+                tap = xs[
+                    n : n + 1,
+                    y0 : y0 + (r1 - r0 - 1) * sh + 1 : sh,
+                    x0 : x0 + (geom.out_w - 1) * sw + 1 : sw,
+                ]
                 tap = tap if dm == 1 else tap[..., None]
                 if acc is None:
                     acc = np.multiply(tap, ws[i, j])
@@ -331,8 +355,9 @@ class _Weighted:
         """Bias, overflow policy, fused max pool, requantization."""
         acc = self._add_bias(acc)
         if self.needs_check:
-            acc = check_accumulator(acc.astype(np.int64), self.prof, bits=32,
-                                    what=self.what).astype(np.float64)  # fmt: skip
+            acc = check_accumulator(
+                acc.astype(np.int64), self.prof, bits=32, what=self.what
+            ).astype(np.float64)
         if self.pool is not None:
             acc = max_window(acc, self.pool.attrs)
         return self.requant(acc)
@@ -358,8 +383,9 @@ class _Weighted:
         n, oh, ow = x.shape[0], geom.out_h, geom.out_w
         c = self.taps.shape[2] * (1 if self.taps.ndim == 3 else self.taps.shape[3])
         if self.pool is not None:
-            acc = np.concatenate([self._depthwise_rows(xs, geom, b, 0, oh)
-                                  for b in range(n)])  # fmt: skip
+            acc = np.concatenate(
+                [self._depthwise_rows(xs, geom, b, 0, oh) for b in range(n)]
+            )
             return self._epilogue(acc)
         out = np.empty((n, oh, ow, c), np.int8)
         for b, r0, r1 in self._chunks(n, oh, ow * c):

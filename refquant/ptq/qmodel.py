@@ -53,8 +53,16 @@ class QuantizedModel:
     name : str
     """
 
-    def __init__(self, nodes, inputs, outputs, tensor_qparams=None, *,
-                 mode="static", name="quantized"):  # fmt: skip
+    def __init__(
+        self,
+        nodes,
+        inputs,
+        outputs,
+        tensor_qparams=None,
+        *,
+        mode="static",
+        name="quantized",
+    ):
         check("mode", mode, OneOf(MODES))
         check_type("name", name, (str,), "a str")
         self.nodes = tuple(nodes)
@@ -95,8 +103,9 @@ class QuantizedModel:
                     f"{missing[:5]}"
                 )
             for k, v in self.tensor_qparams.items():
-                check_type(f"tensor_qparams[{k!r}]", v, (TensorQParams,),
-                           "a TensorQParams")  # fmt: skip
+                check_type(
+                    f"tensor_qparams[{k!r}]", v, (TensorQParams,), "a TensorQParams"
+                )
 
     # ------------------------------------------------------------ helpers
     def __repr__(self) -> str:
@@ -153,8 +162,9 @@ class QuantizedModel:
         self._require_static("quantize_input")
         x = self._input(x)
         qp = self.tensor_qparams[self.inputs[0]]
-        q = quantize_linear(x.astype(np.float32), qp.scale, qp.zero_point,
-                            profile=profile)  # fmt: skip
+        q = quantize_linear(
+            x.astype(np.float32), qp.scale, qp.zero_point, profile=profile
+        )
         return np.clip(q, qp.qmin, qp.qmax).astype(np.int8)
 
     def run_codes(self, x, *, profile="exact", capture=False):
@@ -199,8 +209,9 @@ class QuantizedModel:
         key = (prof, fuse)
         hit = cache.get(key)
         if hit is None or hit[0] != stamp:
-            steps = compile_model(self.nodes, self.tensor_qparams, self.outputs,
-                                  prof, fuse=fuse)  # fmt: skip
+            steps = compile_model(
+                self.nodes, self.tensor_qparams, self.outputs, prof, fuse=fuse
+            )
             hit = cache[key] = (stamp, steps)
         return hit[1]
 
@@ -221,8 +232,10 @@ class QuantizedModel:
                     f"batch_size must be an int >= 1 or None; got "
                     f"batch_size={batch_size}"
                 )
-            parts = [self.run(x[i : i + batch_size], profile=profile)
-                     for i in range(0, x.shape[0], batch_size)]  # fmt: skip
+            parts = [
+                self.run(x[i : i + batch_size], profile=profile)
+                for i in range(0, x.shape[0], batch_size)
+            ]
             if isinstance(parts[0], tuple):
                 return tuple(np.concatenate(p) for p in zip(*parts))
             return np.concatenate(parts)
@@ -277,10 +290,14 @@ class QuantizedModel:
                 vals = [self.tensor_qparams[k].dequantize(eng[k]) for k in n.inputs]
                 sim[n.name] = simulate_node(n, vals, self.tensor_qparams)
         return {
-            n.name: int(np.max(np.abs(eng[n.name].astype(np.int64) -
-                                      sim[n.name].astype(np.int64)), initial=0))
+            n.name: int(
+                np.max(
+                    np.abs(eng[n.name].astype(np.int64) - sim[n.name].astype(np.int64)),
+                    initial=0,
+                )
+            )
             for n in self.nodes
-        }  # fmt: skip
+        }
 
     # ------------------------------------------------------------ float modes
     def _run_float(self, x, prof, dynamic: bool):
@@ -310,17 +327,20 @@ class QuantizedModel:
         for n in self.nodes:
             if n.weight is not None:
                 w = n.weight
-                tensors += quantized_tensor(f"{n.name}.weight", int(w.codes.size),
-                                            w.scheme.bits, w.num_params,
-                                            zero_point_dtype="int8")  # fmt: skip
+                tensors += quantized_tensor(
+                    f"{n.name}.weight",
+                    int(w.codes.size),
+                    w.scheme.bits,
+                    w.num_params,
+                    zero_point_dtype="int8",
+                )
             if n.bias is not None:
                 tensors.append(stored_tensor(f"{n.name}.bias", n.bias, "bias"))
             for k, v in n.params.items():
                 tensors.append(stored_tensor(f"{n.name}.{k}", v, "other"))
         for k in self.tensor_qparams:
             tensors.append(StoredTensor(f"{k}.act_scale", 1, "float32", "scale"))
-            tensors.append(StoredTensor(f"{k}.act_zero_point", 1, "int8",
-                                        "zero_point"))  # fmt: skip
+            tensors.append(StoredTensor(f"{k}.act_zero_point", 1, "int8", "zero_point"))
         return model_size(tensors)
 
     def size_bytes(self) -> int:
@@ -364,9 +384,16 @@ def _dynamic_node(node, x, prof):
     q, s_x, zp = dynamic_quantize_linear(np.asarray(x, np.float32), profile=prof)
     w, at = node.weight, node.attrs
     if node.op == "Conv2D":
-        acc = conv2d_accumulator(q, zp, w.codes, w.zero_point, strides=at["strides"],
-                                 dilations=at["dilations"], groups=at["groups"],
-                                 padding=at["padding"])  # fmt: skip
+        acc = conv2d_accumulator(
+            q,
+            zp,
+            w.codes,
+            w.zero_point,
+            strides=at["strides"],
+            dilations=at["dilations"],
+            groups=at["groups"],
+            padding=at["padding"],
+        )
     elif node.op == "DepthwiseConv2D":
         acc = depthwise_conv2d_accumulator(
             q,
@@ -380,8 +407,9 @@ def _dynamic_node(node, x, prof):
         )
     else:
         acc = fully_connected_accumulator(q, zp, w.codes, w.zero_point)
-    y = dequantize_linear(acc, _dynamic_scale(s_x, w.scale, prof), 0,
-                          axis=acc.ndim - 1, profile=prof)  # fmt: skip
+    y = dequantize_linear(
+        acc, _dynamic_scale(s_x, w.scale, prof), 0, axis=acc.ndim - 1, profile=prof
+    )
     y = np.asarray(y, dtype=np.float32)
     if node.bias is not None:
         y = y + node.bias

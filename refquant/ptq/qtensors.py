@@ -121,8 +121,9 @@ class QuantizedWeight:
             raise InvalidArgumentError(
                 f"weight codes must be int8; got dtype {codes.dtype}"
             )
-        if codes.size and (codes.min() < self.scheme.qmin or codes.max() >
-                           self.scheme.qmax):  # fmt: skip
+        if codes.size and (
+            codes.min() < self.scheme.qmin or codes.max() > self.scheme.qmax
+        ):
             raise InvalidArgumentError(
                 f"weight codes must lie in [{self.scheme.qmin}, {self.scheme.qmax}]; "
                 f"got [{int(codes.min())}, {int(codes.max())}]"

@@ -34,12 +34,25 @@ MAX_STRING = 1 << 20  # bytes of one JSON / string attribute
 MAX_ELEMENTS = 1 << 31  # elements of one dataset
 MAX_NODES = 100_000
 
-_ROOT_ATTRS = {"format", "format_version", "mode", "name", "inputs", "outputs",
-               "num_nodes"}  # fmt: skip
+_ROOT_ATTRS = {
+    "format",
+    "format_version",
+    "mode",
+    "name",
+    "inputs",
+    "outputs",
+    "num_nodes",
+}
 _NODE_ATTRS = {"name", "op", "inputs", "attrs"}
 _NODE_DATASETS = {"weight_codes", "weight_scale", "weight_zero_point", "bias"}
-_SCHEME_KEYS = {"bits", "symmetric", "narrow_range", "granularity", "axis",
-                "group_size"}  # fmt: skip
+_SCHEME_KEYS = {
+    "bits",
+    "symmetric",
+    "narrow_range",
+    "granularity",
+    "axis",
+    "group_size",
+}
 _DTYPES = {
     "weight_codes": ("int8",),
     "weight_scale": ("float64",),
@@ -91,8 +104,7 @@ def _write(f, model: QuantizedModel) -> None:
     t.attrs["names"] = _json(names)
     qps = [model.tensor_qparams[k] for k in names]
     t.create_dataset("scale", data=np.array([q.scale for q in qps], np.float64))
-    t.create_dataset("zero_point",
-                     data=np.array([q.zero_point for q in qps], np.int32))  # fmt: skip
+    t.create_dataset("zero_point", data=np.array([q.zero_point for q in qps], np.int32))
     t.create_dataset("bits", data=np.array([q.bits for q in qps], np.int32))
     nodes = f.create_group("nodes")
     for i, n in enumerate(model.nodes):
@@ -110,8 +122,7 @@ def _write_node(g, n: QuantizedNode) -> None:
         s = w.scheme
         ds.attrs["scheme"] = _json({k: getattr(s, k) for k in sorted(_SCHEME_KEYS)})
         g.create_dataset("weight_scale", data=np.asarray(w.scale, np.float64))
-        g.create_dataset("weight_zero_point",
-                         data=np.asarray(w.zero_point, np.int64))  # fmt: skip
+        g.create_dataset("weight_zero_point", data=np.asarray(w.zero_point, np.int64))
     if n.bias is not None:
         g.create_dataset("bias", data=n.bias)
     if n.params:
@@ -156,8 +167,10 @@ def _check_members(h5py, group, allowed: set, where: str) -> None:
                 "the file are followed"
             )
         if key not in allowed:
-            raise _bad(f"{where}/{key}", f"is not part of the layout (allowed: "
-                       f"{sorted(allowed)})")  # fmt: skip
+            raise _bad(
+                f"{where}/{key}",
+                f"is not part of the layout (allowed: {sorted(allowed)})",
+            )
     for key in group.attrs.keys():
         if key not in _ROOT_ATTRS | _NODE_ATTRS | {"names", "scheme"}:
             raise _bad(f"{where} attribute {key!r}", "is not part of the layout")
@@ -204,8 +217,10 @@ def _dataset(h5py, group, key: str, kind: str, where: str) -> np.ndarray:
     if ds.is_virtual or ds.external:
         raise UnsafeFileError(f"{where}/{key} reads data outside this file")
     if ds.dtype.name not in _DTYPES[kind]:
-        raise _bad(f"{where}/{key}", f"must have dtype {' or '.join(_DTYPES[kind])}; "
-                   f"got {ds.dtype}")  # fmt: skip
+        raise _bad(
+            f"{where}/{key}",
+            f"must have dtype {' or '.join(_DTYPES[kind])}; got {ds.dtype}",
+        )
     if ds.size > MAX_ELEMENTS:
         raise _bad(f"{where}/{key}", f"has {ds.size} elements (limit {MAX_ELEMENTS})")
     if ds.shape is None:
@@ -260,8 +275,11 @@ def _read_node(h5py, g, mode: str, where: str) -> QuantizedNode:
     if "bias" in g:
         bias = _dataset(h5py, g, "bias", "bias", where)
         if (bias.dtype == np.int32) != (mode == "static"):
-            raise _bad(f"{where}/bias", f"dtype {bias.dtype} does not fit mode "
-                       f"{mode!r} (static: int32, else float32)")  # fmt: skip
+            raise _bad(
+                f"{where}/bias",
+                f"dtype {bias.dtype} does not fit mode "
+                f"{mode!r} (static: int32, else float32)",
+            )
     params = {}
     if "params" in g:
         pg = g["params"]
@@ -344,8 +362,11 @@ def _read(h5py, f) -> QuantizedModel:
         raise _bad("/ format", f"must be {FORMAT!r}; got {fmt!r}")
     version = _int_attr(f, "format_version", "/")
     if version != FORMAT_VERSION:
-        raise _bad("/ format_version", f"must be {FORMAT_VERSION}; got {version} "
-                   "(written by another refquant version)")  # fmt: skip
+        raise _bad(
+            "/ format_version",
+            f"must be {FORMAT_VERSION}; got {version} "
+            "(written by another refquant version)",
+        )
     _check_members(h5py, f, {"tensors", "nodes"}, "")
     mode = _str_attr(f, "mode", "/")
     if mode not in MODES:

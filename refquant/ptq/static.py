@@ -39,9 +39,17 @@ def batch_norm_as_depthwise(graph: Graph) -> Graph:
             continue
         p = {k: n.params[k].astype(np.float64) for k in n.params}
         scale = p["gamma"] / np.sqrt(p["var"] + n.attrs["epsilon"])
-        nodes.append(Node(n.name, "DepthwiseConv2D", n.inputs, params={
-            "weight": scale.reshape(1, 1, 1, -1).astype(np.float32),
-            "bias": (p["beta"] - p["mean"] * scale).astype(np.float32)}))  # fmt: skip
+        nodes.append(
+            Node(
+                n.name,
+                "DepthwiseConv2D",
+                n.inputs,
+                params={
+                    "weight": scale.reshape(1, 1, 1, -1).astype(np.float32),
+                    "bias": (p["beta"] - p["mean"] * scale).astype(np.float32),
+                },
+            )
+        )
     return graph.replace(nodes=nodes)
 
 
@@ -80,8 +88,9 @@ def _tensor_qparams(graph, config, observers) -> dict:
             qp[n.name] = _fixed(n.op, s.activation_bits)
         else:
             r = observers[n.name].compute_qparams(s.activation_scheme())
-            qp[n.name] = TensorQParams(float(r.scale), int(r.zero_point),
-                                       s.activation_bits)  # fmt: skip
+            qp[n.name] = TensorQParams(
+                float(r.scale), int(r.zero_point), s.activation_bits
+            )
     return qp
 
 
@@ -98,13 +107,20 @@ def _quantize_node(n: Node, config: QuantConfig, qp: dict) -> QuantizedNode:
     weight = quantize_weight(n.op, w, s)
     bias = n.params.get("bias")
     if bias is not None:
-        bias, weight = quantize_bias(n.op, w, bias, weight, qp[n.inputs[0]].scale,
-                                     n.name)  # fmt: skip
+        bias, weight = quantize_bias(
+            n.op, w, bias, weight, qp[n.inputs[0]].scale, n.name
+        )
     return QuantizedNode(n.name, n.op, n.inputs, n.attrs, weight, bias)
 
 
-def quantize_static(graph: Graph, calibration_data, config: QuantConfig, *,
-                    batch_size: int = 32, progress=None) -> QuantizedModel:  # fmt: skip
+def quantize_static(
+    graph: Graph,
+    calibration_data,
+    config: QuantConfig,
+    *,
+    batch_size: int = 32,
+    progress=None,
+) -> QuantizedModel:
     """Calibrate ``graph`` (folded and fused) and build the static model."""
     graph = batch_norm_as_depthwise(graph)
     for n in graph.nodes:
@@ -113,14 +129,17 @@ def quantize_static(graph: Graph, calibration_data, config: QuantConfig, *,
                 f"node {n.name!r}: static Add takes exactly 2 inputs; got "
                 f"{len(n.inputs)}"
             )
-    observers = {t: _settings(config, graph, t).make_observer()
-                 for t in observed_tensors(graph)}  # fmt: skip
-    calibrate(graph, calibration_data, observers, batch_size=batch_size,
-              progress=progress)  # fmt: skip
+    observers = {
+        t: _settings(config, graph, t).make_observer() for t in observed_tensors(graph)
+    }
+    calibrate(
+        graph, calibration_data, observers, batch_size=batch_size, progress=progress
+    )
     qp = _tensor_qparams(graph, config, observers)
     nodes = [_quantize_node(n, config, qp) for n in graph.nodes]
-    return QuantizedModel(nodes, graph.inputs, graph.outputs, qp, mode="static",
-                          name=graph.name)  # fmt: skip
+    return QuantizedModel(
+        nodes, graph.inputs, graph.outputs, qp, mode="static", name=graph.name
+    )
 
 
 def check_names(graph: Graph, config: QuantConfig) -> None:

@@ -29,11 +29,15 @@ INT32_MAX = 2**31 - 1
 
 def _group_scheme(op: str, shape: tuple, settings: LayerSettings) -> QuantScheme:
     k = weight_matrix_shape(op, shape)[1]
-    return QuantScheme(bits=settings.weight_bits, signed=True,
-                       symmetric=settings.weight_symmetric,
-                       narrow_range=settings.weight_narrow_range,
-                       granularity="per_group", axis=1,
-                       group_size=min(settings.weight_group_size, k))  # fmt: skip
+    return QuantScheme(
+        bits=settings.weight_bits,
+        signed=True,
+        symmetric=settings.weight_symmetric,
+        narrow_range=settings.weight_narrow_range,
+        granularity="per_group",
+        axis=1,
+        group_size=min(settings.weight_group_size, k),
+    )
 
 
 def quantize_weight(op: str, w: np.ndarray, settings: LayerSettings) -> QuantizedWeight:
@@ -48,8 +52,11 @@ def quantize_weight(op: str, w: np.ndarray, settings: LayerSettings) -> Quantize
         m = to_matrix(op, w)
         qp = qparams_from_tensor(m, scheme)
         codes_m = quantize(m, qp).astype(np.int8)
-        codes = (codes_m.T.reshape(w.shape) if op == "DepthwiseConv2D"
-                 else codes_m.reshape(w.shape))  # fmt: skip
+        codes = (
+            codes_m.T.reshape(w.shape)
+            if op == "DepthwiseConv2D"
+            else codes_m.reshape(w.shape)
+        )
         return QuantizedWeight(codes, qp.scale, qp.zero_point, scheme, op)
     scheme = settings.weight_scheme(op)
     qp = qparams_from_tensor(w, scheme)
@@ -63,8 +70,9 @@ def _requantize_weight(op, w, weight: QuantizedWeight, scale) -> QuantizedWeight
     return QuantizedWeight(codes, qp.scale, qp.zero_point, weight.scheme, op)
 
 
-def quantize_bias(op, w, bias, weight: QuantizedWeight, input_scale: float,
-                  name: str = "layer"):  # fmt: skip
+def quantize_bias(
+    op, w, bias, weight: QuantizedWeight, input_scale: float, name: str = "layer"
+):
     """Return ``(bias_int32, weight)``: ``half_even(b / (s_in * s_w))``.
 
     ``weight`` is returned re-quantized with larger scales on the channels

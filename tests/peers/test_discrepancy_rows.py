@@ -87,9 +87,16 @@ def test_d10_average_pool_tie_onnxruntime():
     (expected,) = run(model, x, 1.0, 0, 1.0, 0)
     assert expected.ravel().tolist() == [0, 0, 2, -2]
     got = pool.average_pool2d(
-        nchw_to_nhwc(x), 1.0, 0, 1.0, 0, pool_size=(2, 2), strides=(2, 2),
-        out_dtype=np.int8, profile="onnxruntime",
-    )  # fmt: skip
+        nchw_to_nhwc(x),
+        1.0,
+        0,
+        1.0,
+        0,
+        pool_size=(2, 2),
+        strides=(2, 2),
+        out_dtype=np.int8,
+        profile="onnxruntime",
+    )
     assert np.asarray(got).ravel().tolist() == [0, 0, 2, -2]
 
 

@@ -217,9 +217,14 @@ def test_qlinear_sigmoid(dtype):
         y_s, y_zp = y
         (expected,) = run_ort(model, x, x_s, x_zp, y_s, y_zp)
         got = act.logistic(
-            x, x_s, x_zp, y_scale=y_s, y_zero_point=y_zp, out_dtype=dtype,
+            x,
+            x_s,
+            x_zp,
+            y_scale=y_s,
+            y_zero_point=y_zp,
+            out_dtype=dtype,
             profile=PROFILE,
-        )  # fmt: skip
+        )
         assert_same_codes(got, expected, f"x_s={x_s} x_zp={x_zp} y_s={y_s} y_zp={y_zp}")
 
     check()
@@ -268,9 +273,15 @@ def test_qlinear_concat_every_code(dtype, s, z, y_s, y_z):
     model = qlinear_concat_model((x0.shape, x1.shape), dtype, 0)
     (expected,) = run_ort(model, y_s, y_z, x0, s, z, x1, y_s, y_z)
     got = lay.concatenation(
-        [x0, x1], [s, y_s], [z, y_z], y_s, y_z, axis=0, out_dtype=dtype,
+        [x0, x1],
+        [s, y_s],
+        [z, y_z],
+        y_s,
+        y_z,
+        axis=0,
+        out_dtype=dtype,
         profile=PROFILE,
-    )  # fmt: skip
+    )
     assert_same_codes(got, expected, f"({s}, {z}) -> ({y_s}, {y_z})")
 
 

@@ -270,13 +270,34 @@ def test_qlinear_matmul(peer, a_shape, b_shape, ta, tb, ty, per_col):
 
 CONV_CASES = [
     # x NCHW, w OIHW, dtypes (x, w, y), attributes
-    dict(x=(1, 3, 6, 7), w=(4, 3, 3, 3), t=(np.uint8, np.int8, np.uint8),
-         strides=(1, 1), dilations=(1, 1), pads=(1, 1, 1, 1), group=1),
-    dict(x=(2, 4, 7, 6), w=(6, 2, 3, 2), t=(np.int8, np.int8, np.int8),
-         strides=(2, 1), dilations=(1, 2), pads=(0, 1, 2, 0), group=2),
-    dict(x=(1, 2, 5, 5), w=(3, 2, 1, 1), t=(np.uint8, np.uint8, np.uint8),
-         strides=(1, 1), dilations=(1, 1), pads=(0, 0, 0, 0), group=1),
-]  # fmt: skip
+    dict(
+        x=(1, 3, 6, 7),
+        w=(4, 3, 3, 3),
+        t=(np.uint8, np.int8, np.uint8),
+        strides=(1, 1),
+        dilations=(1, 1),
+        pads=(1, 1, 1, 1),
+        group=1,
+    ),
+    dict(
+        x=(2, 4, 7, 6),
+        w=(6, 2, 3, 2),
+        t=(np.int8, np.int8, np.int8),
+        strides=(2, 1),
+        dilations=(1, 2),
+        pads=(0, 1, 2, 0),
+        group=2,
+    ),
+    dict(
+        x=(1, 2, 5, 5),
+        w=(3, 2, 1, 1),
+        t=(np.uint8, np.uint8, np.uint8),
+        strides=(1, 1),
+        dilations=(1, 1),
+        pads=(0, 0, 0, 0),
+        group=1,
+    ),
+]
 
 
 @pytest.mark.parametrize("peer", PEERS)
@@ -355,9 +376,18 @@ def test_qlinear_conv_large_accumulator(peer):
     (expected,) = run(model, x, s, 0, w, s, 0, 1.0, 0, bias)
     assert expected.ravel().tolist() == ([0] * 3 if peer == "onnxruntime" else [1] * 3)
     got = conv.conv2d(
-        nchw_to_nhwc(x), s, 0, oihw_to_ohwi(w), s, 0, bias, 1.0, 0,
-        out_dtype=np.uint8, profile=peer,
-    )  # fmt: skip
+        nchw_to_nhwc(x),
+        s,
+        0,
+        oihw_to_ohwi(w),
+        s,
+        0,
+        bias,
+        1.0,
+        0,
+        out_dtype=np.uint8,
+        profile=peer,
+    )
     assert_same_codes(nhwc_to_nchw(got), expected, "acc=2^25+1, M=2^-26")
 
 
@@ -392,9 +422,17 @@ def test_qlinear_add_onnxruntime(a_shape, b_shape, dtype):
             y_s = float(f32(base * data.draw(st.floats(0.5, 4.0))))
         (expected,) = run(model, a, a_s, a_zp, b, b_s, b_zp, y_s, y_zp)
         got = ew.add(
-            a, a_s, a_zp, b, b_s, b_zp, y_s, y_zp, out_dtype=dtype,
+            a,
+            a_s,
+            a_zp,
+            b,
+            b_s,
+            b_zp,
+            y_s,
+            y_zp,
+            out_dtype=dtype,
             profile="onnxruntime",
-        )  # fmt: skip
+        )
         assert_same_codes(
             got,
             expected,
@@ -470,10 +508,18 @@ def test_qlinear_average_pool_onnxruntime(x_shape, kernel, strides, pads, cip, d
         y_zp = x_zp if same else data.draw(zero_points(dtype))
         (expected,) = run(model, x, x_s, x_zp, y_s, y_zp)
         got = pool.average_pool2d(
-            nchw_to_nhwc(x), x_s, x_zp, y_s, y_zp, pool_size=kernel, strides=strides,
+            nchw_to_nhwc(x),
+            x_s,
+            x_zp,
+            y_s,
+            y_zp,
+            pool_size=kernel,
+            strides=strides,
             padding=((pads[0], pads[2]), (pads[1], pads[3])),
-            count_include_pad=bool(cip), out_dtype=dtype, profile="onnxruntime",
-        )  # fmt: skip
+            count_include_pad=bool(cip),
+            out_dtype=dtype,
+            profile="onnxruntime",
+        )
         assert_same_codes(
             nhwc_to_nchw(got),
             expected,
@@ -503,9 +549,14 @@ def test_qlinear_global_average_pool_onnxruntime(dtype):
         assume(x_s / (y_s * x_shape[2] * x_shape[3]) < 256)
         (expected,) = run(model, x, x_s, x_zp, y_s, y_zp)
         got = pool.global_average_pool(
-            nchw_to_nhwc(x), x_s, x_zp, y_s, y_zp, out_dtype=dtype,
+            nchw_to_nhwc(x),
+            x_s,
+            x_zp,
+            y_s,
+            y_zp,
+            out_dtype=dtype,
             profile="onnxruntime",
-        )  # fmt: skip
+        )
         got = np.asarray(got).reshape(x_shape[0], x_shape[1])
         assert_same_codes(
             got,

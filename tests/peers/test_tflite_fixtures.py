@@ -54,12 +54,23 @@ def conv_2d(t, o):
     conv = kernel_module("conv")
     x, w, b, y = t["x"], t["w"], t["bias"], t["y"]
     return conv.conv2d(
-        x.data, x.scale, x.zero_point, w.data, per_channel(w), weight_zero_point(w),
-        b.data, y.scale, y.zero_point, strides=tuple(o["strides"]),
-        dilations=tuple(o["dilations"]), groups=x.shape[3] // w.shape[3],
-        padding=o["padding"], activation=o["activation"], out_dtype=y.dtype,
+        x.data,
+        x.scale,
+        x.zero_point,
+        w.data,
+        per_channel(w),
+        weight_zero_point(w),
+        b.data,
+        y.scale,
+        y.zero_point,
+        strides=tuple(o["strides"]),
+        dilations=tuple(o["dilations"]),
+        groups=x.shape[3] // w.shape[3],
+        padding=o["padding"],
+        activation=o["activation"],
+        out_dtype=y.dtype,
         profile=PROFILE,
-    )  # fmt: skip
+    )
 
 
 def depthwise_conv_2d(t, o):
@@ -67,22 +78,42 @@ def depthwise_conv_2d(t, o):
     x, w, b, y = t["x"], t["w"], t["bias"], t["y"]
     assert w.quantized_dimension == 3
     return conv.depthwise_conv2d(
-        x.data, x.scale, x.zero_point, w.data, per_channel(w), weight_zero_point(w),
-        b.data, y.scale, y.zero_point, depth_multiplier=o["depth_multiplier"],
-        strides=tuple(o["strides"]), dilations=tuple(o["dilations"]),
-        padding=o["padding"], activation=o["activation"], out_dtype=y.dtype,
+        x.data,
+        x.scale,
+        x.zero_point,
+        w.data,
+        per_channel(w),
+        weight_zero_point(w),
+        b.data,
+        y.scale,
+        y.zero_point,
+        depth_multiplier=o["depth_multiplier"],
+        strides=tuple(o["strides"]),
+        dilations=tuple(o["dilations"]),
+        padding=o["padding"],
+        activation=o["activation"],
+        out_dtype=y.dtype,
         profile=PROFILE,
-    )  # fmt: skip
+    )
 
 
 def fully_connected(t, o):
     lin = kernel_module("linear")
     x, w, b, y = t["x"], t["w"], t["bias"], t["y"]
     return lin.fully_connected(
-        x.data, x.scale, x.zero_point, w.data, per_channel(w), weight_zero_point(w),
-        b.data, y.scale, y.zero_point, activation=o["activation"], out_dtype=y.dtype,
+        x.data,
+        x.scale,
+        x.zero_point,
+        w.data,
+        per_channel(w),
+        weight_zero_point(w),
+        b.data,
+        y.scale,
+        y.zero_point,
+        activation=o["activation"],
+        out_dtype=y.dtype,
         profile=PROFILE,
-    )  # fmt: skip
+    )
 
 
 def _binary(fn_name):
@@ -93,10 +124,19 @@ def _binary(fn_name):
         if fn_name == "add":  # AddOptions.pot_scale_int16, schema default true
             extra["pot_scale_int16"] = bool(o.get("pot_scale_int16", True))
         return getattr(ew, fn_name)(
-            a.data, a.scale, a.zero_point, b.data, b.scale, b.zero_point, y.scale,
-            y.zero_point, activation=o["activation"], out_dtype=y.dtype,
-            profile=PROFILE, **extra,
-        )  # fmt: skip
+            a.data,
+            a.scale,
+            a.zero_point,
+            b.data,
+            b.scale,
+            b.zero_point,
+            y.scale,
+            y.zero_point,
+            activation=o["activation"],
+            out_dtype=y.dtype,
+            profile=PROFILE,
+            **extra,
+        )
 
     return call
 
@@ -105,11 +145,19 @@ def average_pool_2d(t, o):
     pool = kernel_module("pooling")
     x, y = t["x"], t["y"]
     return pool.average_pool2d(
-        x.data, x.scale, x.zero_point, y.scale, y.zero_point,
-        pool_size=tuple(o["pool_size"]), strides=tuple(o["strides"]),
-        padding=o["padding"], count_include_pad=False, activation=o["activation"],
-        out_dtype=y.dtype, profile=PROFILE,
-    )  # fmt: skip
+        x.data,
+        x.scale,
+        x.zero_point,
+        y.scale,
+        y.zero_point,
+        pool_size=tuple(o["pool_size"]),
+        strides=tuple(o["strides"]),
+        padding=o["padding"],
+        count_include_pad=False,
+        activation=o["activation"],
+        out_dtype=y.dtype,
+        profile=PROFILE,
+    )
 
 
 def max_pool_2d(t, o):
@@ -132,18 +180,30 @@ def mean(t, o):
     x, y = t["x"], t["y"]
     assert sorted(t["axes"].data.tolist()) == sorted(o["axes"])
     return red.mean(
-        x.data, x.scale, x.zero_point, y.scale, y.zero_point,
-        axes=tuple(int(a) for a in t["axes"].data), keepdims=o["keepdims"],
-        out_dtype=y.dtype, profile=PROFILE,
-    )  # fmt: skip
+        x.data,
+        x.scale,
+        x.zero_point,
+        y.scale,
+        y.zero_point,
+        axes=tuple(int(a) for a in t["axes"].data),
+        keepdims=o["keepdims"],
+        out_dtype=y.dtype,
+        profile=PROFILE,
+    )
 
 
 def softmax(t, o):
     x, y = t["x"], t["y"]
     return kernel("activations", "softmax")(
-        x.data, x.scale, x.zero_point, beta=o["beta"], y_scale=y.scale,
-        y_zero_point=y.zero_point, out_dtype=y.dtype, profile=PROFILE,
-    )  # fmt: skip
+        x.data,
+        x.scale,
+        x.zero_point,
+        beta=o["beta"],
+        y_scale=y.scale,
+        y_zero_point=y.zero_point,
+        out_dtype=y.dtype,
+        profile=PROFILE,
+    )
 
 
 def _lut(fn_name, fixed):
@@ -163,9 +223,15 @@ def concatenation(t, o):
     xs = [t[f"x{i}"] for i in range(sum(1 for k in t if k.startswith("x")))]
     y = t["y"]
     return lay.concatenation(
-        [x.data for x in xs], [x.scale for x in xs], [x.zero_point for x in xs],
-        y.scale, y.zero_point, axis=o["axis"], out_dtype=y.dtype, profile=PROFILE,
-    )  # fmt: skip
+        [x.data for x in xs],
+        [x.scale for x in xs],
+        [x.zero_point for x in xs],
+        y.scale,
+        y.zero_point,
+        axis=o["axis"],
+        out_dtype=y.dtype,
+        profile=PROFILE,
+    )
 
 
 def pad(t, o):
@@ -185,9 +251,14 @@ def quantize(t, o):
             x.data, y.scale, y.zero_point, out_dtype=y.dtype, profile=PROFILE
         )
     return qo.requantize(
-        x.data, x.scale, x.zero_point, y.scale, y.zero_point, out_dtype=y.dtype,
+        x.data,
+        x.scale,
+        x.zero_point,
+        y.scale,
+        y.zero_point,
+        out_dtype=y.dtype,
         profile=PROFILE,
-    )  # fmt: skip
+    )
 
 
 def dequantize(t, o):

@@ -145,9 +145,18 @@ def test_quantized_linear(n, k, c_out, per_channel, with_bias, full):
         y = torch.ops.quantized.linear(quint8(x, x_s, x_zp), packed, y_s, y_zp)
         expected = y.int_repr().numpy()
         got = lin.fully_connected(
-            x, x_s, x_zp, w, w_s, 0, bias, y_s, y_zp, out_dtype=np.uint8,
+            x,
+            x_s,
+            x_zp,
+            w,
+            w_s,
+            0,
+            bias,
+            y_s,
+            y_zp,
+            out_dtype=np.uint8,
             profile=PROFILE,
-        )  # fmt: skip
+        )
         assert_same_codes(
             got,
             expected,
@@ -187,18 +196,32 @@ def test_quantized_conv2d(x_shape, w_shape, stride, pad, dil, groups, full):
         bf, exact = float_bias(bias, x_s, w_s, c_out)
         assume(exact)
         packed = torch.ops.quantized.conv2d_prepack(
-            qint8_weight(w, w_s), torch.from_numpy(bf), list(stride), list(pad),
-            list(dil), groups,
-        )  # fmt: skip
+            qint8_weight(w, w_s),
+            torch.from_numpy(bf),
+            list(stride),
+            list(pad),
+            list(dil),
+            groups,
+        )
         y = torch.ops.quantized.conv2d(quint8(x, x_s, x_zp), packed, y_s, y_zp)
         expected = np.ascontiguousarray(y.int_repr().numpy().transpose(0, 2, 3, 1))
         got = conv.conv2d(
-            np.ascontiguousarray(x.transpose(0, 2, 3, 1)), x_s, x_zp,
-            np.ascontiguousarray(w.transpose(0, 2, 3, 1)), w_s, 0, bias, y_s, y_zp,
-            strides=stride, dilations=dil, groups=groups,
-            padding=((pad[0], pad[0]), (pad[1], pad[1])), out_dtype=np.uint8,
+            np.ascontiguousarray(x.transpose(0, 2, 3, 1)),
+            x_s,
+            x_zp,
+            np.ascontiguousarray(w.transpose(0, 2, 3, 1)),
+            w_s,
+            0,
+            bias,
+            y_s,
+            y_zp,
+            strides=stride,
+            dilations=dil,
+            groups=groups,
+            padding=((pad[0], pad[0]), (pad[1], pad[1])),
+            out_dtype=np.uint8,
             profile=PROFILE,
-        )  # fmt: skip
+        )
         assert_same_codes(
             got,
             expected,
