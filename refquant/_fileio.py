@@ -1,7 +1,9 @@
 """Atomic file writes: write to a temporary name beside the target, then rename.
 
 A reader never sees a half-written file, and a failed write leaves the old file
-(if any) untouched and no temporary file behind.
+(if any) untouched and no temporary file behind.  The file gets the permissions
+``open(path, "w")`` would give it: those of the file it replaces, else
+``0o666 & ~umask`` (not the 0600 of a private temporary file).
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ import contextlib
 import os
 import tempfile
 from pathlib import Path
+
+from refquant.errors import InvalidArgumentError
 
 
 @contextlib.contextmanager
@@ -22,16 +26,47 @@ def atomic_path(path, *, suffix: str = ".tmp"):
     propagates.
     """
     target = Path(path)
+    if target.is_dir():
+        raise InvalidArgumentError(
+            f"path must name a file, not a folder; got path={str(target)!r}"
+        )
+    if not (target.parent if str(target.parent) else Path(".")).is_dir():
+        raise InvalidArgumentError(
+            f"path must be in an existing folder; got path={str(target)!r}"
+        )
     fd, tmp = tempfile.mkstemp(
         prefix=f".{target.name}.", suffix=suffix, dir=target.parent or "."
     )
     os.close(fd)
     try:
+        os.chmod(tmp, _new_file_mode(target))
         yield Path(tmp)
         os.replace(tmp, target)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def _new_file_mode(target: Path) -> int:
+    """Permission bits for ``target``: kept if it exists, else 0666 & ~umask."""
+    try:
+        return target.stat().st_mode & 0o7777
+    except OSError:
+        return 0o666 & ~_umask()
+
+
+def _umask() -> int:
+    """The process umask, read without changing it where the OS allows."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)  # no portable read-only query elsewhere
+    os.umask(mask)
+    return mask
 
 
 def write_bytes_atomic(path, chunks) -> None:

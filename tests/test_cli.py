@@ -8,7 +8,10 @@ cache is empty).  Invalid arguments must exit with 2 and name the argument.
 from __future__ import annotations
 
 import json
+import os
 import re
+import stat
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -469,3 +472,52 @@ def test_budget_options_reject_non_static_modes(files, capsys):
         tmp / "m.h5",
     )
     assert "--mode" in err and "dynamic" in err
+
+
+# ---------------------------------------------------------------- file hygiene
+@pytest.fixture
+def umask_027():
+    old = os.umask(0o027)
+    try:
+        yield 0o027
+    finally:
+        os.umask(old)
+
+
+def test_written_files_get_the_umask_permissions(files, capsys, umask_027):
+    from refquant._fileio import write_text_atomic
+
+    tmp, model = files
+    write_text_atomic(tmp / "note.txt", "x")
+    assert stat.S_IMODE((tmp / "note.txt").stat().st_mode) == 0o640  # 0666 & ~027
+    out = tmp / "perm.h5"
+    code, _, err = run_cli(
+        capsys, "quantize", model, "--data", tmp / "data.npz", "-o", out, "-q"
+    )
+    assert code == 0, err
+    assert stat.S_IMODE(out.stat().st_mode) == 0o640
+    os.chmod(out, 0o604)  # a replaced file keeps its own permissions
+    assert (
+        run_cli(capsys, "quantize", model, "--data", tmp / "data.npz", "-o", out, "-q")[
+            0
+        ]
+        == 0
+    )
+    assert stat.S_IMODE(out.stat().st_mode) == 0o604
+
+
+def test_atomic_writes_reject_folders_and_missing_folders(tmp_path):
+    from refquant._fileio import write_text_atomic
+    from refquant.errors import InvalidArgumentError
+
+    with pytest.raises(InvalidArgumentError, match="not a folder"):
+        write_text_atomic(tmp_path, "x")
+    with pytest.raises(InvalidArgumentError, match="existing folder"):
+        write_text_atomic(tmp_path / "nope" / "a.txt", "x")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_report_folder_is_ignored_by_git():
+    root = Path(__file__).resolve().parents[1]
+    lines = (root / ".gitignore").read_text().split()
+    assert "/refquant-report/" in lines or "refquant-report/" in lines
