@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from refquant.errors import InvalidArgumentError, InvalidTypeError
+from refquant.errors import CorruptFileError, InvalidArgumentError, InvalidTypeError
 from refquant.io.safetensors import load_safetensors, save_safetensors
 
 
@@ -200,6 +200,34 @@ def test_invalid_files_are_rejected(tmp_path, data, message):
     assert str(path) in str(info.value)
 
 
+def _entry_file(shape_json: str, nbytes: int = 0) -> bytes:
+    blob = (
+        '{"a": {"dtype": "F32", "shape": ' + shape_json + ', "data_offsets": [0, '
+        f"{nbytes}]}}}}"
+    ).encode()
+    return struct.pack("<Q", len(blob)) + blob + b"\0" * nbytes
+
+
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        (
+            struct.pack("<Q", 200_000) + b"[" * 100_000 + b"]" * 100_000,
+            "nested too deeply",
+        ),
+        (_entry_file("[" + "9" * 5001 + "]"), "unreadable value.*5001 digits"),
+        (_entry_file(json.dumps([1] * 100), 4), "entry 'a' has 100 dims; at most 64"),
+        (_entry_file(json.dumps([0, 10**30])), "entry 'a' has impossible shape"),
+        (_entry_file(json.dumps([0, 2**62, 2**62])), "entry 'a' has impossible shape"),
+    ],
+)
+def test_hostile_headers_name_the_file_and_the_fault(tmp_path, data, message):
+    path = write(tmp_path, data, "hostile.safetensors")
+    with pytest.raises(CorruptFileError, match=message) as info:
+        load_safetensors(path)
+    assert "hostile.safetensors' is not a valid safetensors file" in str(info.value)
+
+
 def test_load_invalid_path_arguments(tmp_path):
     with pytest.raises(InvalidArgumentError, match="path must be an existing file"):
         load_safetensors(tmp_path / "missing.safetensors")
@@ -233,7 +261,7 @@ def test_save_rejects_bad_path():
 
 def test_failed_write_leaves_no_file(tmp_path):
     target = tmp_path / "missing_folder" / "x.safetensors"
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(InvalidArgumentError, match="existing folder.*missing_folder"):
         save_safetensors({"a": np.zeros(1)}, target)
     assert list(tmp_path.iterdir()) == []
 

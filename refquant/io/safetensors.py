@@ -24,7 +24,7 @@ import struct
 import numpy as np
 
 from refquant._fileio import write_bytes_atomic
-from refquant.errors import InvalidArgumentError, InvalidTypeError
+from refquant.errors import CorruptFileError, InvalidArgumentError, InvalidTypeError
 
 __all__ = ["load_safetensors", "save_safetensors", "SAFETENSORS_DTYPES"]
 
@@ -48,12 +48,11 @@ SAFETENSORS_DTYPES = {
 _TAG_OF_KIND = {np.dtype(v).newbyteorder("="): k for k, v in SAFETENSORS_DTYPES.items()}
 _TAG_OF_KIND[np.dtype(np.uint16)] = "U16"  # BF16 shares the storage type
 MAX_HEADER_BYTES = 100_000_000
+MAX_RANK = 64  # NumPy's largest ndim
 
 
-def _bad(path: str, reason: str) -> InvalidArgumentError:
-    return InvalidArgumentError(
-        f"path={path!r} is not a valid safetensors file: {reason}"
-    )
+def _bad(path: str, reason: str) -> CorruptFileError:
+    return CorruptFileError(f"path={path!r} is not a valid safetensors file: {reason}")
 
 
 def _parse_header(raw: bytes, path: str) -> dict:
@@ -67,6 +66,12 @@ def _parse_header(raw: bytes, path: str) -> dict:
         header = json.loads(raw.decode("utf-8"), object_pairs_hook=no_duplicates)
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise _bad(path, f"header is not UTF-8 JSON ({e})") from None
+    except RecursionError:
+        raise _bad(path, "header JSON is nested too deeply") from None
+    except CorruptFileError:
+        raise
+    except ValueError as e:  # e.g. an integer with more digits than Python allows
+        raise _bad(path, f"header JSON holds an unreadable value ({e})") from None
     if not isinstance(header, dict):
         raise _bad(path, "header is not a JSON object")
     meta = header.pop("__metadata__", {})
@@ -90,6 +95,8 @@ def _entry_layout(name: str, entry, path: str) -> tuple[np.dtype, tuple, int, in
         )
     if not isinstance(shape, list) or not all(_is_count(n) for n in shape):
         raise _bad(path, f"entry {name!r} has shape {shape!r}, not a list of ints >= 0")
+    if len(shape) > MAX_RANK:
+        raise _bad(path, f"entry {name!r} has {len(shape)} dims; at most {MAX_RANK}")
     if not (
         isinstance(offsets, list) and len(offsets) == 2 and all(map(_is_count, offsets))
     ):
@@ -102,6 +109,13 @@ def _entry_layout(name: str, entry, path: str) -> tuple[np.dtype, tuple, int, in
             f"entry {name!r}: data_offsets {offsets} span {end - begin} bytes but "
             f"shape {shape} of {tag} needs {math.prod(shape) * dtype.itemsize}",
         )
+    if math.prod(shape) == 0:
+        try:  # zero bytes; only checks that NumPy can represent the shape
+            np.empty(shape, dtype=np.uint8)
+        except (ValueError, OverflowError) as e:
+            raise _bad(
+                path, f"entry {name!r} has impossible shape {shape}: {e}"
+            ) from None
     return dtype, tuple(shape), begin, end
 
 
@@ -140,6 +154,13 @@ def load_safetensors(path) -> dict[str, np.ndarray]:
         The header length, JSON, a dtype, a shape or the offsets are invalid.
     """
     path = _check_path(path)
+    try:
+        return _load(path)
+    except OSError as e:
+        raise _bad(path, f"it could not be read ({type(e).__name__}: {e})") from None
+
+
+def _load(path: str) -> dict[str, np.ndarray]:
     with open(path, "rb") as f:
         file_size = os.fstat(f.fileno()).st_size
         head = f.read(8)
