@@ -96,8 +96,20 @@ def test_scale_is_least_squares_optimal(method, w, factor):
             assert best <= _squared_error(row, codes, other) + tol
 
 
-@given(w=weights, factor=st.floats(0, 1.5))
+normal_or_zero = st.floats(-10, 10).filter(lambda v: v == 0 or abs(v) > 1e-290)
+ordinary_weights = hnp.arrays(
+    np.float64,
+    hnp.array_shapes(min_dims=2, max_dims=2, min_side=1, max_side=8),
+    elements=normal_or_zero,
+)
+
+
+@given(
+    w=ordinary_weights, factor=st.floats(0, 1.5).filter(lambda k: k == 0 or k > 1e-9)
+)
 def test_ternary_codes_follow_threshold(w, factor):
+    # for weights and delta of ordinary size (1.4) equals the plain float64
+    # formula; subnormal deltas are covered by the exact oracle below
     r = ternarize(w, axis=0, threshold_factor=factor)
     delta = factor * np.abs(w).mean(axis=1, keepdims=True)
     expected = np.where(w > delta, 1, np.where(w < -delta, -1, 0))
@@ -140,3 +152,103 @@ def test_invalid_input(fn, w, kwargs, error, pattern):
 def test_invalid_threshold_factor(factor):
     with pytest.raises(InvalidArgumentError, match=f"threshold_factor={factor!r}"):
         ternarize(np.ones(3), threshold_factor=factor)
+
+
+# --- huge and tiny magnitudes: means are taken with a power-of-two shift -----
+
+U = 2.0**-1074  # one unit of the smallest subnormal
+
+
+@pytest.mark.filterwarnings("error")
+def test_huge_weights_keep_their_codes_and_finite_scale():
+    t = ternarize(np.array([[3e307] * 7]))  # the plain sum 2.1e308 overflows
+    assert t.codes.tolist() == [[1] * 7]
+    assert_within_bound(t.scale, [3e307], 3e307 * 2**-50)  # 7 additions, /7
+    big = 1.5 * 2.0**1022  # scaled by 2**-1023: 0.75, sum 5.25, mean 0.75, exact
+    t = ternarize(np.array([[big] * 7]))
+    assert t.codes.tolist() == [[1] * 7] and t.scale.tolist() == [big]
+    t = ternarize([[1e308, 1e308, -1e308]])  # mean 1e308 / 3, delta 0.7e308 / 3
+    assert t.codes.tolist() == [[1, 1, -1]] and t.scale.tolist() == [1e308]
+    b = binarize([[1e308, 1e308, -1e308]])
+    assert b.scale.tolist() == [1e308]
+    assert b.dequantize().tolist() == [[1e308, 1e308, -1e308]]
+    # k * mean = 1e6 * 1e308 exceeds every float: no weight passes, alpha 0
+    t = ternarize([[1e308, 1e308]], threshold_factor=1e6)
+    assert t.codes.tolist() == [[0, 0]] and t.scale.tolist() == [0.0]
+    # k = 0 keeps 1e-300 next to 1e300: alpha = (1e300 + 1e-300) / 2 -> 1e300 / 2
+    t = ternarize([[1e300, -1e-300]], threshold_factor=0)
+    assert t.codes.tolist() == [[1, -1]] and t.scale.tolist() == [1e300 / 2]
+
+
+@pytest.mark.filterwarnings("error")
+def test_subnormal_weights_by_hand():
+    # |w| = 1, 0, 2 units: mean 1 unit, delta 0.7 unit; alpha = 3/2 unit -> 2 units
+    t = ternarize([[U, 0.0, -2 * U]])
+    assert t.codes.tolist() == [[1, 0, -1]] and t.scale.tolist() == [2 * U]
+    b = binarize([[U, 0.0, -2 * U]])  # alpha = 3 / 3 units
+    assert b.codes.tolist() == [[1, 1, -1]] and b.scale.tolist() == [U]
+    b = binarize([[3 * U, U]], axis=None)  # alpha = 4 / 2 units
+    assert b.scale.shape == () and float(b.scale) == 2 * U
+
+
+@pytest.mark.filterwarnings("error")
+@pytest.mark.parametrize("method", ["binary", "ternary"])
+@given(
+    w=ordinary_weights,
+    shift=st.integers(0, 1019),
+    factor=st.floats(0, 1.5),
+)
+def test_power_of_two_scaling_is_exact_up_to_the_largest_float(
+    method, w, shift, factor
+):
+    # |w| <= 10 < 2**4, so w * 2**shift <= 2**1023 is exact and finite
+    def run(v):
+        return binarize(v) if method == "binary" else ternarize(v, 0, factor)
+
+    small, big = run(w), run(np.ldexp(w, shift))
+    assert_codes_equal(big.codes, small.codes, dtype=np.int8)
+    assert_codes_equal(
+        big.scale.view(np.int64), np.ldexp(small.scale, shift).view(np.int64)
+    )
+
+
+def _extreme_weights(exponents):
+    mantissa = st.integers(-(2**53) + 1, 2**53 - 1)
+    return st.integers(*exponents).flatmap(
+        lambda e: st.lists(
+            st.lists(mantissa, min_size=1, max_size=6), min_size=1, max_size=4
+        ).map(
+            lambda rows: (
+                [
+                    [float(np.ldexp(float(m), e)) for m in row[: len(rows[0])]]
+                    for row in rows
+                    if len(row) >= len(rows[0])
+                ]
+                or [[0.0]]
+            )
+        )
+    )
+
+
+BANDS = {"huge": (900, 970), "tiny": (-1130, -1000)}  # |w| < 2**1023 / >= 0
+
+
+@pytest.mark.filterwarnings("error")
+@pytest.mark.parametrize("band", sorted(BANDS))
+@pytest.mark.parametrize("method", ["binary", "ternary"])
+@given(data=st.data(), factor=st.floats(0, 1.5))
+def test_extreme_magnitudes_match_exact_oracle(band, method, data, factor):
+    w = np.array(data.draw(_extreme_weights(BANDS[band])), dtype=np.float64)
+    r = binarize(w) if method == "binary" else ternarize(w, 0, factor)
+    assert np.all(np.isfinite(r.scale))
+    for row, codes, alpha in zip(w, r.codes, r.scale):
+        a = [abs(Fraction(float(v))) for v in row]
+        if method == "ternary":
+            delta = Fraction(factor) * sum(a) / len(a)
+            band_width = delta * Fraction(1, 2**40) + Fraction(U)
+            for v, c, m in zip(row, codes, a):
+                if abs(m - delta) > band_width:  # not within delta's rounding
+                    assert int(c) == (0 if m <= delta else (1 if v > 0 else -1))
+        exact = _closed_form(row, codes)
+        assert abs(Fraction(float(alpha)) - exact) <= exact / 2**48 + Fraction(U)
+        assert alpha <= max(abs(row))

@@ -3,6 +3,10 @@
 For fixed codes ``c`` the scale minimizing ``sum((w - alpha * c)**2)`` over one
 slice is ``alpha = sum(w * c) / sum(c * c) = sum(|w| where c != 0) / count(c != 0)``
 (eq. 1.3); a slice whose codes are all 0 gets ``alpha = 0``.
+
+Means are taken as ``2**e * mean(|w| * 2**-e)`` with ``2**e`` just above the
+slice's max |w| (eq. 1.4), so no sum overflows or loses subnormal bits: every
+finite w gets a finite alpha (``alpha <= max |w|``) and the right codes.
 """
 
 from __future__ import annotations
@@ -71,12 +75,33 @@ def _prepare(w, axis) -> tuple[np.ndarray, int | None, tuple]:
     return w, axis, others
 
 
-def _least_squares_scale(w, codes, others) -> np.ndarray:
-    """Eq. (1.3): ``sum(|w| * |c|) / sum(|c|)`` per slice; 0 where every c is 0."""
-    nonzero = codes != 0
-    total = np.sum(np.abs(w) * nonzero, axis=others)  # float64
-    count = np.sum(nonzero, axis=others)
-    return np.where(count > 0, total / np.maximum(count, 1), 0.0)
+def _slice_exponent(a, others) -> np.ndarray:
+    """``e`` with ``max_S(a) = f * 2**e``, f in [0.5, 1); 0 for an all-zero slice."""
+    return np.frexp(np.max(a, axis=others, keepdims=True))[1]
+
+
+def _scaled_mean(a, keep, e, others) -> np.ndarray:
+    """``mean_S(a * 2**-e where keep)`` (0 if none kept), each term in [0, 1).
+
+    Scaling by the power of two ``2**-e`` is exact (an element more than
+    2**1022 times smaller than the slice maximum may lose bits it could not
+    contribute anyway), so the sum stays <= count and never overflows, and
+    ``2**e * mean`` is the float64 mean wherever that mean does not overflow.
+    """
+    with np.errstate(under="ignore"):
+        scaled = np.ldexp(np.where(keep, a, 0.0), -e)  # float64, in [0, 1)
+    count = np.sum(keep, axis=others, keepdims=True)
+    return np.sum(scaled, axis=others, keepdims=True) / np.maximum(count, 1)
+
+
+def _least_squares_scale(a, codes, e, others) -> np.ndarray:
+    """Eq. (1.3): ``sum(|w| * |c|) / sum(|c|)`` per slice; 0 where every c is 0.
+
+    Computed as ``2**e * mean(|w| * 2**-e)`` over the nonzero codes: finite for
+    every finite w, since alpha <= max_S |w|.
+    """
+    mean = _scaled_mean(a, codes != 0, e, others)
+    return np.squeeze(np.ldexp(mean, e), axis=others)  # <= max |w|: no overflow
 
 
 def binarize(w, axis: int | None = 0) -> LowBitWeights:
@@ -90,8 +115,10 @@ def binarize(w, axis: int | None = 0) -> LowBitWeights:
     ([[-1, 1, 1]], [0.26666666666666666])
     """
     w, axis, others = _prepare(w, axis)
+    a = np.abs(w)
     codes = np.where(w >= 0, 1, -1).astype(np.int8)  # -0.0 >= 0: +1
-    return LowBitWeights(codes, _least_squares_scale(w, codes, others), axis)
+    e = _slice_exponent(a, others)
+    return LowBitWeights(codes, _least_squares_scale(a, codes, e, others), axis)
 
 
 def ternarize(w, axis: int | None = 0, threshold_factor: float = 0.7) -> LowBitWeights:
@@ -107,6 +134,12 @@ def ternarize(w, axis: int | None = 0, threshold_factor: float = 0.7) -> LowBitW
     """
     check("threshold_factor", threshold_factor, FloatRange(0.0, 1e6), "TWN uses 0.7")
     w, axis, others = _prepare(w, axis)
-    delta = threshold_factor * np.mean(np.abs(w), axis=others, keepdims=True)
-    codes = ((w > delta).astype(np.int8) - (w < -delta).astype(np.int8)).astype(np.int8)
-    return LowBitWeights(codes, _least_squares_scale(w, codes, others), axis)
+    a = np.abs(w)
+    e = _slice_exponent(a, others)
+    mean = _scaled_mean(a, np.ones(w.shape, bool), e, others)  # mean|w| * 2**-e
+    up = np.minimum(e, 0)  # compare a * 2**-up with delta * 2**-up: both exact
+    with np.errstate(over="ignore"):
+        delta = np.ldexp(float(threshold_factor) * mean, e - up)  # inf: > max|w|
+    kept = np.ldexp(a, -up) > delta
+    codes = (np.where(w < 0, -1, 1) * kept).astype(np.int8)
+    return LowBitWeights(codes, _least_squares_scale(a, codes, e, others), axis)
