@@ -16,7 +16,11 @@ import pytest
 
 h5py = pytest.importorskip("h5py")
 
-from refquant.errors import InvalidArgumentError, InvalidTypeError  # noqa: E402
+from refquant.errors import (  # noqa: E402
+    CorruptFileError,
+    InvalidArgumentError,
+    InvalidTypeError,
+)
 from refquant.io.keras_h5 import UnsupportedLayerError, load_keras_h5  # noqa: E402
 
 LAYOUTS = ["keras3", "tf_keras"]
@@ -379,3 +383,121 @@ def test_bad_paths_and_files(tmp_path):
         f.attrs["model_config"] = json.dumps({"class_name": "Subclassed"})
     with pytest.raises(UnsupportedLayerError, match="model class 'Subclassed'"):
         load_keras_h5(str(tmp_path / "j.h5"))
+
+
+# ---------------------------------------------------------------- hostile files
+def _raw_h5(path, model_config: str, weights=None):
+    """An .h5 whose model_config attribute is the given text, verbatim."""
+    with h5py.File(path, "w") as f:
+        f.attrs["model_config"] = model_config
+        mw = f.create_group("model_weights")
+        for lname, arrays in (weights or {}).items():
+            g = mw.create_group(lname)
+            for short, arr in arrays:
+                g.create_dataset(f"{lname}/{short}:0", data=arr)
+            g.attrs["weight_names"] = np.array(
+                [f"{lname}/{s}:0".encode() for s, _ in arrays]
+            )
+    return path
+
+
+def _seq(layers):
+    return json.dumps({"class_name": "Sequential", "config": {"layers": layers}})
+
+
+DENSE_W = [("kernel", np.ones((3, 2), np.float32)), ("bias", np.zeros(2, np.float32))]
+
+
+def test_non_hdf5_and_truncated_files_name_the_file(tmp_path):
+    good = write_h5(
+        tmp_path / "good.h5",
+        {"class_name": "Sequential", "config": {"layers": [layer("Dense", "d")]}},
+        {"d": DENSE_W},
+        "tf_keras",
+    )
+    cases = {
+        "empty.h5": b"",
+        "garbage.h5": b"this is not HDF5\n" * 8,
+        "trunc.h5": open(good, "rb").read()[:1000],
+    }
+    for name, data in cases.items():
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(CorruptFileError, match="not a readable HDF5") as info:
+            load_keras_h5(tmp_path / name)
+        assert name in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "config, message",
+    [
+        ("[]", "model_config must be a JSON object; got list"),
+        ("null", "model_config must be a JSON object; got NoneType"),
+        ('"hello"', "model_config must be a JSON object; got str"),
+        ("[" * 100_000 + "]" * 100_000, "nested too deeply"),
+        ('{"class_name": "Sequential", "config": {}}', "list of layers; got NoneType"),
+        ('{"class_name": "Sequential", "config": {"layers": 5}}', "got int"),
+        (_seq([{"config": {"name": "d"}}]), "layer 0 must be an object"),
+        (_seq([]), "Sequential model has no layers"),
+        (
+            json.dumps({"class_name": "Functional", "config": {"layers": []}}),
+            "no output_layers",
+        ),
+        (
+            json.dumps(
+                {
+                    "class_name": "Functional",
+                    "config": {
+                        "layers": [layer("InputLayer", "in")],
+                        "output_layers": [["zzz", 0, 0]],
+                    },
+                }
+            ),
+            r"output_layers \[\['zzz', 0, 0\]\] do not name layers",
+        ),
+    ],
+)
+def test_malformed_model_config_is_named(tmp_path, config, message):
+    path = _raw_h5(tmp_path / "bad_cfg.h5", config)
+    with pytest.raises(CorruptFileError, match=message) as info:
+        load_keras_h5(path)
+    assert "bad_cfg.h5" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "config, weights, error, message",
+    [
+        (
+            {"units": -2},
+            DENSE_W,
+            UnsupportedLayerError,
+            "layer 'd' of class 'Dense': units must be an int >= 1; got units=-2",
+        ),
+        (
+            {"units": 3},
+            DENSE_W,
+            UnsupportedLayerError,
+            r"layer 'd' .*units=3 but the kernel has shape \[3, 2\]",
+        ),
+        (
+            {"units": 2},
+            [DENSE_W[0], ("bias", np.zeros(5, np.float32))],
+            UnsupportedLayerError,
+            r"layer 'd' .*bias has shape \[5\]; the kernel needs \[2\]",
+        ),
+        (
+            {"units": 2},
+            [("kernel", np.array([b"ab", b"cd"])), DENSE_W[1]],
+            CorruptFileError,
+            "layer 'd' of class 'Dense' has a malformed config or weights",
+        ),
+    ],
+)
+def test_bad_layer_settings_and_weights_name_the_layer(
+    tmp_path, config, weights, error, message
+):
+    path = _raw_h5(
+        tmp_path / "bad_layer.h5", _seq([layer("Dense", "d", **config)]), {"d": weights}
+    )
+    with pytest.raises(error, match=message) as info:
+        load_keras_h5(path)
+    assert "bad_layer.h5" in str(info.value)

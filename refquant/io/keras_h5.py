@@ -18,7 +18,7 @@ import os
 import numpy as np
 
 from refquant._validation import check_type
-from refquant.errors import InvalidArgumentError
+from refquant.errors import CorruptFileError, InvalidArgumentError, RefquantError
 from refquant.graph.builders import GraphBuilder
 from refquant.graph.graph import Graph
 
@@ -33,6 +33,8 @@ _ACTIVATIONS = {
     "tanh": (None, "Tanh"),
 }
 _SKIPPED = {"Dropout", "SpatialDropout2D", "GaussianNoise", "GaussianDropout"}
+# what a malformed config or weight group raises from the dict/list/h5py code
+_MALFORMED = (KeyError, TypeError, AttributeError, IndexError, ValueError, OSError)
 
 
 class UnsupportedLayerError(InvalidArgumentError):
@@ -107,25 +109,58 @@ def _conv_like(layer, weights):
         _unsupported(layer, f"padding {cfg.get('padding')!r}")
     if layer["class_name"] == "DepthwiseConv2D":
         k = _weight(layer, weights, "depthwise_kernel", "kernel")  # (kh, kw, C, M)
+        if k.ndim != 4:
+            _unsupported(layer, f"kernel has shape {list(k.shape)}; expected 4-D")
         kh, kw, c, m = k.shape
         params = {"weight": k.reshape(1, kh, kw, c * m)}
         attrs["depth_multiplier"] = int(m)
         op = "DepthwiseConv2D"
     else:
         k = _weight(layer, weights, "kernel")  # HWIO (kh, kw, C_in/g, C_out)
+        if k.ndim != 4:
+            _unsupported(layer, f"kernel has shape {list(k.shape)}; expected 4-D")
+        _check_width(layer, "filters", k)
         params = {"weight": k.transpose(3, 0, 1, 2)}
         attrs["groups"] = int(cfg.get("groups", 1))
         op = "Conv2D"
     if cfg.get("use_bias", True):
-        params["bias"] = _weight(layer, weights, "bias")
+        params["bias"] = _bias(
+            layer, weights, params["weight"].shape[0 if op == "Conv2D" else -1]
+        )
     return op, params, attrs
 
 
+def _check_width(layer, key: str, kernel: np.ndarray) -> None:
+    """``units`` / ``filters`` must be an int >= 1 equal to the kernel's last dim."""
+    if key not in layer["config"]:
+        return
+    value = layer["config"][key]
+    if not (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+        _unsupported(layer, f"{key} must be an int >= 1; got {key}={value!r}")
+    if kernel.ndim == 0 or kernel.shape[-1] != value:
+        _unsupported(
+            layer, f"{key}={value} but the kernel has shape {list(kernel.shape)}"
+        )
+
+
 def _dense(layer, weights):
-    params = {"weight": _weight(layer, weights, "kernel").T}
+    kernel = _weight(layer, weights, "kernel")
+    if kernel.ndim != 2:
+        _unsupported(layer, f"kernel has shape {list(kernel.shape)}; expected 2-D")
+    _check_width(layer, "units", kernel)
+    params = {"weight": kernel.T}
     if layer["config"].get("use_bias", True):
-        params["bias"] = _weight(layer, weights, "bias")
+        params["bias"] = _bias(layer, weights, kernel.shape[-1])
     return "Dense", params, {}
+
+
+def _bias(layer, weights, width: int) -> np.ndarray:
+    bias = _weight(layer, weights, "bias")
+    if bias.shape != (width,):
+        _unsupported(
+            layer, f"bias has shape {list(bias.shape)}; the kernel needs [{width}]"
+        )
+    return bias
 
 
 def _batch_norm(layer, weights):
@@ -235,6 +270,18 @@ SUPPORTED_LAYERS = tuple(sorted(set(_RULES) | _SKIPPED | {"InputLayer"}))
 
 def _add_layer(b: GraphBuilder, f, layer: dict, inputs: list[str]) -> str:
     """Append the nodes of one Keras layer; return the name of its output."""
+    try:
+        return _add_layer_nodes(b, f, layer, inputs)
+    except RefquantError:
+        raise
+    except _MALFORMED as e:
+        raise CorruptFileError(
+            f"layer {layer['config']['name']!r} of class {layer['class_name']!r} "
+            f"has a malformed config or weights ({type(e).__name__}: {e})"
+        ) from None
+
+
+def _add_layer_nodes(b: GraphBuilder, f, layer: dict, inputs: list[str]) -> str:
     cls, name = layer["class_name"], layer["config"]["name"]
     if cls in _SKIPPED:
         return inputs[0]  # identity at inference
@@ -260,14 +307,41 @@ def _input_name(layer) -> str:
     return layer["config"]["name"]
 
 
+def _check_layers(config, need_outputs: bool) -> list:
+    """The config's layer list, each a dict with str class_name and config.name."""
+    layers = config.get("layers") if isinstance(config, dict) else config
+    if not isinstance(layers, list):
+        raise CorruptFileError(
+            f"model_config must hold a list of layers; got {type(layers).__name__}"
+        )
+    for i, layer in enumerate(layers):
+        cfg = layer.get("config") if isinstance(layer, dict) else None
+        if not (
+            isinstance(layer.get("class_name") if cfg is not None else None, str)
+            and isinstance(cfg, dict)
+            and isinstance(cfg.get("name"), str)
+        ):
+            raise CorruptFileError(
+                f"model_config layer {i} must be an object with a str class_name "
+                f"and a config with a str name; got {str(layer)[:200]}"
+            )
+    if need_outputs and "output_layers" not in config:
+        raise CorruptFileError(
+            "model_config of a functional model has no output_layers"
+        )
+    return layers
+
+
 def _sequential(b, f, config) -> str:
-    layers = config["layers"] if isinstance(config, dict) else config
+    layers = _check_layers(config, need_outputs=False)
     first = layers[0] if layers else None
     if first is not None and first["class_name"] == "InputLayer":
         x = b.input(_input_name(first))
         layers = layers[1:]
     else:
         x = b.input("input")
+    if not layers:
+        raise CorruptFileError("model_config of a Sequential model has no layers")
     for layer in layers:
         if layer["class_name"] in ("Sequential", "Functional", "Model"):
             _unsupported(layer, "nested models are not supported")
@@ -316,7 +390,7 @@ def _endpoints(spec) -> list[str]:
 
 def _functional(b, f, config) -> list[str]:
     tensor_of: dict[str, str] = {}
-    for layer in config["layers"]:
+    for layer in _check_layers(config, need_outputs=True):
         if layer["class_name"] == "InputLayer":
             tensor_of[layer["config"]["name"]] = b.input(layer["config"]["name"])
             continue
@@ -328,7 +402,14 @@ def _functional(b, f, config) -> list[str]:
             _unsupported(layer, f"inputs {missing or srcs} are not defined before it")
         name = layer["config"]["name"]
         tensor_of[name] = _add_layer(b, f, layer, [tensor_of[s] for s in srcs])
-    return [tensor_of[o] for o in _endpoints(config["output_layers"])]
+    try:
+        ends = _endpoints(config["output_layers"])
+        return [tensor_of[o] for o in ends]
+    except (KeyError, TypeError, IndexError):
+        raise CorruptFileError(
+            f"output_layers {str(config['output_layers'])[:200]} do not name "
+            f"layers of the model; layers are {sorted(tensor_of)}"
+        ) from None
 
 
 def _model_config(f) -> dict:
@@ -339,9 +420,16 @@ def _model_config(f) -> dict:
             "has no 'model_config' attribute (weights-only files are not supported)"
         )
     try:
-        return json.loads(_text(raw))
-    except json.JSONDecodeError as exc:
-        raise InvalidArgumentError(f"model_config is not valid JSON: {exc}") from exc
+        model = json.loads(_text(raw))
+    except RecursionError:
+        raise CorruptFileError("model_config JSON is nested too deeply") from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise CorruptFileError(f"model_config is not valid JSON: {exc}") from None
+    if not isinstance(model, dict):
+        raise CorruptFileError(
+            f"model_config must be a JSON object; got {type(model).__name__}"
+        )
+    return model
 
 
 def load_keras_h5(path) -> Graph:
@@ -365,21 +453,48 @@ def load_keras_h5(path) -> Graph:
         raise InvalidArgumentError(
             f"path must be an existing .h5 file; got path={path!r}"
         )
-    with h5py.File(path, "r") as f:
-        model = _model_config(f)
-        cls, config = model.get("class_name"), model.get("config", {})
-        b = GraphBuilder(
-            config.get("name", "keras_model")
-            if isinstance(config, dict)
-            else "keras_model"
+    try:
+        f = h5py.File(path, "r")
+    except OSError as e:
+        raise CorruptFileError(
+            f"path={os.fspath(path)!r} is not a readable HDF5 (Keras .h5) file: {e}"
+        ) from None
+    try:
+        with f:
+            return _build(f)
+    except RefquantError as e:
+        if os.fspath(path) in str(e):
+            raise
+        try:
+            named = type(e)(f"path={os.fspath(path)!r}: {e}")
+        except TypeError:  # an error class with a different constructor
+            raise e from None
+        raise named from None
+    except RecursionError:
+        raise CorruptFileError(
+            f"path={os.fspath(path)!r}: the model config is nested too deeply"
+        ) from None
+    except _MALFORMED as e:
+        raise CorruptFileError(
+            f"path={os.fspath(path)!r} has a malformed model: {type(e).__name__}: {e}"
+        ) from None
+
+
+def _build(f) -> Graph:
+    model = _model_config(f)
+    cls, config = model.get("class_name"), model.get("config", {})
+    b = GraphBuilder(
+        config.get("name", "keras_model")
+        if isinstance(config, dict) and isinstance(config.get("name"), str)
+        else "keras_model"
+    )
+    if cls == "Sequential":
+        outputs = [_sequential(b, f, config)]
+    elif cls in ("Functional", "Model"):
+        outputs = _functional(b, f, config)
+    else:
+        raise UnsupportedLayerError(
+            f"model class {cls!r} is not supported; supported are 'Sequential', "
+            "'Functional' and 'Model'"
         )
-        if cls == "Sequential":
-            outputs = [_sequential(b, f, config)]
-        elif cls in ("Functional", "Model"):
-            outputs = _functional(b, f, config)
-        else:
-            raise UnsupportedLayerError(
-                f"model class {cls!r} is not supported; supported are 'Sequential', "
-                "'Functional' and 'Model'"
-            )
-        return b.build(outputs=outputs)
+    return b.build(outputs=outputs)
