@@ -109,14 +109,16 @@ def to_float16_oracle(x: float) -> float:
     return _to_float(round_to_format(Fraction(x), FLOAT16), x)
 
 
-def to_bfloat16_oracle(x: float) -> float:
-    """bfloat16 value of ``f32(x)``: RNE to float32, then RNE to bfloat16."""
-    if math.isnan(x) or math.isinf(x):
+def to_bfloat16_oracle(x: float | int) -> float:
+    """bfloat16 value of the exact number ``x`` (one RNE rounding), as a float.
+
+    Exact for every float64, float32 and float16 value and every int: the
+    input is read as a ``Fraction`` and rounded once, never through float32.
+    """
+    if isinstance(x, float) and (math.isnan(x) or math.isinf(x)):
         return x
-    x32 = round_to_format(Fraction(x), FLOAT32)
-    if isinstance(x32, float):
-        return x32
-    return _to_float(round_to_format(x32, BFLOAT16), x)
+    like = x if isinstance(x, float) else (1.0 if x >= 0 else -1.0)
+    return _to_float(round_to_format(Fraction(x), BFLOAT16), like)
 
 
 def _quotient(x: float, scale: float, arithmetic: str) -> Fraction | float:
