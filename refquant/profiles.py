@@ -55,6 +55,10 @@ AVERAGE_POOL_METHODS = ("exact", "tflite_raw_q_half_away", "float32")
 MEAN_METHODS = ("exact", "tflite_reference", "float32")
 SOFTMAX_METHODS = ("exact", "tflite_fixed_point", "float32")
 LUT_METHODS = ("exact", "tflite_float_lut", "float32_lut")
+#: logistic only: mlas_logistic_lut (ORT QLinearSigmoid: float32 dequantize,
+#: MLAS's rational approximation with fused multiply-adds, float32 divide by
+#: ``s_y``, ties to even).
+LOGISTIC_METHODS = LUT_METHODS + ("mlas_logistic_lut",)
 #: How concatenation re-expresses an input whose qparams differ from the
 #: output's: requantize (the accumulator requantization with M = s_i / s_y);
 #: tflite_with_scaling (LiteRT: int8 refused, uint8 float32 ``q c + b`` ties
@@ -86,7 +90,7 @@ _CHOICES = {
     "average_pool_method": AVERAGE_POOL_METHODS,
     "mean_method": MEAN_METHODS,
     "softmax_method": SOFTMAX_METHODS,
-    "logistic_method": LUT_METHODS,
+    "logistic_method": LOGISTIC_METHODS,
     "tanh_method": LUT_METHODS,
     "concat_method": CONCAT_METHODS,
     "dynamic_quantize_method": DYNAMIC_QUANTIZE_METHODS,
@@ -265,7 +269,7 @@ ONNXRUNTIME = Profile(
     average_pool_method="float32",
     mean_method="float32",
     softmax_method="float32",
-    logistic_method="float32_lut",
+    logistic_method="mlas_logistic_lut",
     tanh_method="float32_lut",
     concat_method="onnxruntime_dequantize",
     dynamic_quantize_method="onnxruntime",

@@ -160,6 +160,73 @@ def _expf(v):
         return np.exp(v.astype(np.float64)).astype(np.float32)
 
 
+# ------------------------------------------- ONNX Runtime MLAS logistic
+#: Odd / even coefficients of MLAS's rational logistic approximation
+#: ``sigmoid(v) ~ 1/2 + v P(v^2) / Q(v^2)`` on ``v`` clamped to [-18, 18]
+#: (the Eigen coefficients), as the float32 values MLAS stores.
+_MLAS_LOGISTIC_P = tuple(
+    np.float32(c)
+    for c in (
+        4.37031012579801e-11,
+        1.15627324459942e-07,
+        6.08574864600143e-05,
+        8.51377133304701e-03,
+        2.48287947061529e-01,
+    )
+)
+_MLAS_LOGISTIC_Q = tuple(
+    np.float32(c)
+    for c in (
+        6.10247389755681e-13,
+        5.76102136993427e-09,
+        6.29106785017040e-06,
+        1.70198817374094e-03,
+        1.16817656904453e-01,
+        9.93151921023180e-01,
+    )
+)
+_MLAS_LOGISTIC_RANGE = np.float32(18.0)
+
+
+def _fma_f32(a, b, c):
+    """Fused ``f32(a * b + c)`` for float32 arrays: one rounding, half_even.
+
+    ``a * b`` is exact in float64 (two 24-bit significands); the float64 sum
+    is made round-to-odd (TwoSum gives its exact error ``e``; an inexact sum
+    with an even last bit moves one ulp toward ``e``), and a round-to-odd
+    float64 rounds to float32 exactly as the real ``a b + c`` would (53 >= 24
+    + 2 bits).
+    """
+    prod = a.astype(np.float64) * b.astype(np.float64)  # exact
+    addend = np.broadcast_to(np.float64(c), prod.shape)
+    total = prod + addend
+    virtual = total - prod
+    err = (prod - (total - virtual)) + (addend - virtual)  # TwoSum: exact
+    even = (total.view(np.int64) & 1) == 0
+    toward = np.where(err > 0, np.inf, -np.inf)
+    total = np.where((err != 0) & even, np.nextafter(total, toward), total)
+    return total.astype(np.float32)  # half_even of a round-to-odd value
+
+
+def _mlas_logistic(v):
+    """MLAS ``MlasLogisticKernelFma3`` on float32 ``v`` (x86-64 with FMA3).
+
+    ``u = clamp(v, -18, 18)``, ``w = f32(u u)``; ``P`` and ``Q`` by Horner
+    steps that are each one fused multiply-add (one rounding); ``p = f32(u
+    P)``, then ``max(0, f32(f32(p / Q) + 1/2))`` (no upper clamp on this
+    path).  Every float32 operation rounds half_even.
+    """
+    u = np.clip(v.astype(np.float32), -_MLAS_LOGISTIC_RANGE, _MLAS_LOGISTIC_RANGE)
+    w = u * u
+    p = _fma_f32(w, np.full_like(w, _MLAS_LOGISTIC_P[0]), _MLAS_LOGISTIC_P[1])
+    for coef in _MLAS_LOGISTIC_P[2:]:
+        p = _fma_f32(p, w, coef)
+    q = _fma_f32(w, np.full_like(w, _MLAS_LOGISTIC_Q[0]), _MLAS_LOGISTIC_Q[1])
+    for coef in _MLAS_LOGISTIC_Q[2:]:
+        q = _fma_f32(q, w, coef)
+    return np.maximum(u * p / q + np.float32(0.5), np.float32(0.0))
+
+
 _F64_TRANSFORMS = {
     "logistic": lambda v: 0.5 * (1.0 + np.tanh(0.5 * v)),
     "tanh": np.tanh,
@@ -273,6 +340,9 @@ def _pointwise(op, x, x_scale, x_zero_point, y_scale, y_zero_point, out_dtype, p
         return _tflite_int16(op, q, s_x, z_x, s_y, z_y)
     if method == "tflite_float_lut":
         return _tflite_lut(op, q, s_x, z_x, s_y, z_y, dtype)
+    if method == "mlas_logistic_lut":
+        deq = np.float32(s_x) * (q - z_x).astype(np.float32)
+        return _quantize_float32(_mlas_logistic(deq), s_y, z_y, dtype, prof)
     if method == "float32_lut":
         deq = np.float32(s_x) * (q - z_x).astype(np.float32)
         return _quantize_float32(_F32_TRANSFORMS[op](deq), s_y, z_y, dtype, prof)
@@ -298,7 +368,13 @@ def logistic(
     genuine ties are exact; float64 error < 2**-50 relative);
     ``tflite_float_lut``: TFLite ``LUTPopulateInt8`` (float32, reciprocal of
     ``s_y``, ties away); ``float32_lut``: float32 sigmoid quantized with the
-    profile's quantize rule.
+    profile's quantize rule; ``mlas_logistic_lut`` (ONNX Runtime
+    QLinearSigmoid): ``f32(s_x) * f32(x - z_x)``, MLAS's rational
+    approximation with fused multiply-adds (:func:`_mlas_logistic`), then
+    ``RNE(f32(sigmoid / s_y)) + z_y`` clamped.  The approximation is within
+    2**-22 of sigmoid, so near a tie it can round the other way: int8 ``x =
+    -49`` at (0.0625, 0) -> (f32(1/235), -128) gives -118 where the real value
+    (10.500005 before rounding) gives -117.
 
     >>> logistic(np.int8([0, 127]), 0.1, 0).tolist()
     [0, 127]

@@ -245,6 +245,60 @@ def test_qlinear_sigmoid_tie():
     assert_same_codes(got, expected, "sigmoid(0) at s_y = f32(0.2)")
 
 
+SIGMOID_TABLE_CASES = [
+    # (dtype, x_s, x_zp, y_s, y_zp): every input code against ORT's table
+    (np.int8, 0.0625, 0, float(f32(1 / 235)), -128),  # x = -49 near a tie
+    (np.uint8, 0.0625, 49, float(f32(1 / 235)), 0),  # x = 0, the same value
+    (np.int8, float(f32(0.1358)), 121, float(f32(0.000505)), -128),  # FMA at 60
+    (np.uint8, float(f32(0.2297)), 41, float(f32(0.004008)), 0),  # FMA at 95
+    (np.uint8, 0.5, 128, 1 / 256, 0),  # reaches MLAS's [-18, 18] clamp
+    (np.int8, float(f32(3e-4)), 5, float(f32(2e-5)), 3),  # saturates near 1/2
+    (np.int8, 2.0**-4, 0, float(f32(0.2)), 0),  # sigmoid(0) / s_y = 2.5
+]
+
+
+@pytest.mark.parametrize("dtype, x_s, x_zp, y_s, y_zp", SIGMOID_TABLE_CASES)
+def test_qlinear_sigmoid_every_code(dtype, x_s, x_zp, y_s, y_zp):
+    """Deterministic: the whole 256-entry table for fixed qparams."""
+    act = kernel_module("activations")
+    dtype = np.dtype(dtype)
+    i = np.iinfo(dtype)
+    x = np.arange(int(i.min), int(i.max) + 1).astype(dtype)
+    model = qlinear_sigmoid_model(x.shape, dtype)
+    (expected,) = run_ort(model, x, x_s, x_zp, y_s, y_zp)
+    got = act.logistic(
+        x,
+        x_s,
+        x_zp,
+        y_scale=y_s,
+        y_zero_point=y_zp,
+        out_dtype=dtype,
+        profile=PROFILE,
+    )
+    assert_same_codes(got, expected, f"({x_s}, {x_zp}) -> ({y_s}, {y_zp})")
+
+
+def test_qlinear_sigmoid_near_tie_measured():
+    """int8 x = -49 at (1/16, 0) -> (f32(1/235), -128): ORT 1.32 gives -118
+    (MLAS sigmoid / s_y = 10.4999895) where the real value 10.500005 gives -117."""
+    act = kernel_module("activations")
+    model = qlinear_sigmoid_model((1,), np.dtype(np.int8))
+    x = np.int8([-49])
+    s_y = float(f32(1 / 235))
+    (expected,) = run_ort(model, x, 0.0625, 0, s_y, -128)
+    assert expected.tolist() == [-118]
+    got = act.logistic(
+        x,
+        0.0625,
+        0,
+        y_scale=s_y,
+        y_zero_point=-128,
+        out_dtype=np.int8,
+        profile=PROFILE,
+    )
+    assert_same_codes(got, expected, "x = -49")
+
+
 CONCAT_TABLE_CASES = [
     # (dtype, s, z, y_s, y_z): every input code against ORT's lookup table
     (
