@@ -277,6 +277,10 @@ def test_qparams_from_tensor_nan_reports_count_and_index():
             r"axis must be in \[-2, 1\].*axis=2",
         ),
         (np.array(["a"]), INT8, InvalidTypeError, r"x must be a real"),
+        ([[1.0], [1.0, 2.0]], INT8, InvalidArgumentError, r"x must be a rectangular"),
+        (np.ma.array([1.0], mask=[1]), INT8, InvalidTypeError, r"not a numpy.ma"),
+        (np.array([1j]), INT8, InvalidTypeError, r"x of dtype complex128"),
+        (np.array([False]), INT8, InvalidTypeError, r"x of dtype bool"),
         (
             np.zeros((2, 3)),
             "per_tensor",

@@ -1,5 +1,7 @@
 """quantize / dequantize / fake_quantize: hard inputs, arithmetics, properties."""
 
+import math
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -159,6 +161,19 @@ def test_dequantize_default_float32_and_option_float64():
     assert out64.tolist() == [dequantize_oracle(3, 0.1, 2, "float64")]
 
 
+def test_dequantize_float16_rounds_once_and_overflows_to_inf():
+    qp = QParams(0.1, 0, INT8)
+    out = dequantize(np.array([1, -3], np.int8), qp, dtype="float16")
+    # f64(0.1) -> float16: quantum 2**-14 in [2**-4, 2**-3); 1638.4 -> 1638
+    # -3 * 0.1 = -0.30000000000000004, quantum 2**-12: -1228.8 -> -1229
+    assert out.dtype == np.float16
+    assert out.tolist() == [1638 * 2**-14, -1229 * 2**-12]
+    big = dequantize(
+        np.array([127, -128], np.int8), QParams(1000.0, 0, INT8), dtype=np.float16
+    )
+    assert big.tolist() == [math.inf, -math.inf]  # 127000 and -128000 >= 65520
+
+
 def test_fake_quantize_dtypes_and_values():
     qp = QParams(0.5, 0, INT8)
     assert fake_quantize(np.array([0.3, 0.74, 100.0]), qp).tolist() == [0.5, 0.5, 63.5]
@@ -187,6 +202,16 @@ def test_fake_quantize_dtypes_and_values():
             r"qparams must be a QParams; got qparams=\(0.5, 0\)",
         ),
         (dict(x=np.array(["1.0"])), InvalidTypeError, r"x must be a real numeric"),
+        (dict(x=[[1.0], [1.0, 2.0]]), InvalidArgumentError, r"x must be a rectangular"),
+        (
+            dict(x=np.ma.array([1.0, 2.0], mask=[0, 1])),
+            InvalidTypeError,
+            r"x must be a plain array, not a numpy.ma.MaskedArray .*x.filled",
+        ),
+        (dict(x=np.array([1 + 2j])), InvalidTypeError, r"got x of dtype complex128"),
+        (dict(x=np.array([True])), InvalidTypeError, r"got x of dtype bool"),
+        (dict(x=[1.0, None]), InvalidTypeError, r"got x of dtype object"),
+        (dict(x=np.array([1, 2], object)), InvalidTypeError, r"got x of dtype object"),
         (dict(rounding="stochastic"), InvalidTypeError, r"rng=None"),
         (dict(rng=3), InvalidArgumentError, r"rng=3 with rounding='half_even'"),
     ],
@@ -217,13 +242,24 @@ def test_quantize_shape_mismatch():
     [
         (np.array([0.5]), {}, InvalidArgumentError, r"q must be an array of integer"),
         (np.array([200]), {}, InvalidArgumentError, r"\[-128, 127\]; got codes in"),
-        (
-            np.array([1]),
-            dict(dtype=np.float16),
-            InvalidArgumentError,
-            r"dtype must be one of .*got dtype='float16'",
-        ),
+        *[
+            (
+                np.array([1]),
+                dict(dtype=bad),
+                InvalidArgumentError,
+                r"dtype must be one of float16, float32, float64 .*got dtype=" + shown,
+            )
+            for bad, shown in [
+                ("bogus", "'bogus'"),
+                (None, "None"),
+                (np.int8, r"<class 'numpy.int8'>"),
+                ("complex64", "'complex64'"),
+            ]
+        ],
         (np.array([1]), dict(qparams="qp"), InvalidTypeError, r"qparams='qp'"),
+        ([[1], [1, 2]], {}, InvalidArgumentError, r"q must be a rectangular array"),
+        (np.ma.array([1]), {}, InvalidTypeError, r"q must be a plain array, not a"),
+        (np.array([True]), {}, InvalidArgumentError, r"integer codes.*dtype bool"),
     ],
 )
 def test_dequantize_invalid(q, kwargs, error, pattern):

@@ -50,8 +50,24 @@ def _first_index(mask: np.ndarray) -> tuple:
     return tuple(int(i) for i in np.unravel_index(int(np.argmax(mask)), mask.shape))
 
 
+def _as_array(x, name: str) -> np.ndarray:
+    """``np.asarray(x)``; masked and ragged input raise errors naming ``name``."""
+    if isinstance(x, np.ma.MaskedArray):
+        raise InvalidTypeError(
+            f"{name} must be a plain array, not a numpy.ma.MaskedArray (its mask "
+            f"would be ignored); pass {name}.filled(value) or {name}.compressed()"
+        )
+    try:
+        return np.asarray(x)
+    except (ValueError, TypeError) as err:
+        raise InvalidArgumentError(
+            f"{name} must be a rectangular array of real numbers; got {name} of "
+            f"type {type(x).__name__} that NumPy cannot convert ({err})"
+        ) from None
+
+
 def _as_real_array(x, name: str) -> np.ndarray:
-    arr = np.asarray(x)
+    arr = _as_array(x, name)
     if arr.dtype.kind not in "fiu":
         raise InvalidTypeError(
             f"{name} must be a real numeric array (float or int); got {name} of "

@@ -25,6 +25,7 @@ from refquant._validation import OneOf, check, check_type
 from refquant.errors import InvalidArgumentError
 from refquant.numerics.qparams import (
     QParams,
+    _as_array,
     _as_real_array,
     check_no_nan,
     validate_scale,
@@ -38,6 +39,7 @@ from refquant.numerics.rounding import (
 
 __all__ = [
     "ARITHMETICS",
+    "DEQUANTIZE_DTYPES",
     "NAN_POLICIES",
     "dequantize",
     "fake_quantize",
@@ -202,12 +204,30 @@ def quantize(
     return q
 
 
+DEQUANTIZE_DTYPES = ("float16", "float32", "float64")
+
+
+def _output_dtype(dtype) -> np.dtype:
+    """``np.dtype(dtype)`` if it names float16, float32 or float64; else an error."""
+    try:
+        dt = None if dtype is None else np.dtype(dtype)
+    except TypeError:
+        dt = None
+    if dt is None or dt.name not in DEQUANTIZE_DTYPES:
+        raise InvalidArgumentError(
+            f"dtype must be one of {', '.join(DEQUANTIZE_DTYPES)} (a NumPy dtype "
+            f"or its name); got dtype={dtype!r}"
+        )
+    return dt
+
+
 def dequantize(q, qparams: QParams, *, dtype=np.float32) -> np.ndarray:
     """``x = (q - zero_point) * scale`` in float64, returned as ``dtype`` (eq. 5.1).
 
     The default output is float32 (the type every backend dequantizes to): the
-    float64 product is rounded once, half_even, to float32.  Pass
-    ``dtype=np.float64`` for the unrounded float64 product.
+    float64 product is rounded once, half_even, to float32.  ``dtype`` may be
+    float16, float32 or float64 (None is refused): float64 gives the unrounded
+    product; float16 rounds it once and turns |x| >= 65520 into +-inf.
 
     >>> from refquant.numerics.scheme import QuantScheme
     >>> qp = QParams(0.5, 3, QuantScheme(bits=8))
@@ -215,9 +235,8 @@ def dequantize(q, qparams: QParams, *, dtype=np.float32) -> np.ndarray:
     [0.0, 0.5, -65.5]
     """
     check_type("qparams", qparams, (QParams,), "a QParams")
-    dtype = np.dtype(dtype)
-    check("dtype", dtype.name, OneOf(("float32", "float64")))
-    q = np.asarray(q)
+    dtype = _output_dtype(dtype)
+    q = _as_array(q, "q")
     if q.dtype.kind not in "iu":
         raise InvalidArgumentError(
             f"q must be an array of integer codes; got q of dtype {q.dtype}"
@@ -230,7 +249,8 @@ def dequantize(q, qparams: QParams, *, dtype=np.float32) -> np.ndarray:
         )
     scale, zero_point = qparams.expand(q.shape, "q")
     x = (q.astype(np.int64) - zero_point).astype(np.float64) * scale  # float64
-    return x.astype(dtype)
+    with np.errstate(over="ignore"):  # float16 only: |x| >= 65520 -> +-inf
+        return x.astype(dtype)  # half_even, one rounding
 
 
 def fake_quantize(
