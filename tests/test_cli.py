@@ -521,3 +521,88 @@ def test_report_folder_is_ignored_by_git():
     root = Path(__file__).resolve().parents[1]
     lines = (root / ".gitignore").read_text().split()
     assert "/refquant-report/" in lines or "refquant-report/" in lines
+
+
+# ---------------------------------------------------------------- damaged inputs
+def test_damaged_input_files_exit_2_naming_the_argument(files, capsys):
+    tmp, model = files
+    data = tmp / "data.npz"
+    (tmp / "garbage.h5").write_bytes(b"this is not HDF5 at all" * 10)
+    raw = open(model, "rb").read()
+    (tmp / "trunc.h5").write_bytes(raw[: len(raw) // 2])
+    (tmp / "garbage.pth").write_bytes(b"garbage\n" * 8)
+    (tmp / "garbage.npy").write_bytes(b"\x93NUMPY")
+    (tmp / "garbage.npz").write_bytes(b"PK\x03\x04 broken zip")
+    (tmp / "names.txt").write_bytes(b"\xff\xfe\xfa")
+    q = tmp / "q.h5"
+    assert run_cli(capsys, "quantize", model, "--data", data, "-o", q, "-q")[0] == 0
+    ev = ["evaluate", model, q, "--data", data]
+    cases = [
+        (["quantize", tmp / "garbage.h5", "--data", data], "MODEL"),
+        (["quantize", tmp / "trunc.h5", "--data", data], "MODEL"),
+        (
+            ["quantize", tmp / "garbage.pth", "--arch", "mnist_cnn", "--data", data],
+            "MODEL",
+        ),
+        (["quantize", model, "--data", tmp / "garbage.npy"], "--data"),
+        (["quantize", model, "--data", tmp / "garbage.npz"], "--data"),
+        (["evaluate", model, tmp / "garbage.h5", "--data", data], "QUANTIZED.h5"),
+        ([*ev, "--labels", tmp / "garbage.npy"], "--labels"),
+        ([*ev, "--class-names", tmp / "names.txt"], "--class-names"),
+        (["conformance", "verify", tmp / "garbage.h5"], "FILE.h5"),
+        (["conformance", "verify", tmp / "missing.h5"], "FILE.h5"),
+    ]
+    for argv, name in cases:
+        err = exits_2(capsys, *argv)
+        assert f"error: {name}" in err and "Traceback" not in err, (argv, err)
+
+
+def test_damaged_onnx_file_exits_2(tmp_path, capsys):
+    pytest.importorskip("onnx")
+    (tmp_path / "garbage.onnx").write_bytes(b"\x08\x07garbage" * 5)
+    err = exits_2(capsys, "quantize", tmp_path / "garbage.onnx", "--mode", "dynamic")
+    assert "error: MODEL" in err and "garbage.onnx" in err
+
+
+def test_output_folder_is_rejected_before_any_work(files, capsys, monkeypatch):
+    import refquant.commands.quantize as quantize_cmd
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("the model was loaded before --output was checked")
+
+    monkeypatch.setattr(quantize_cmd, "load_fp32_model", no_work)
+    tmp, model = files
+    (tmp / "dir.h5").mkdir()
+    data = tmp / "data.npz"
+    cases = [
+        (["quantize", model, "--data", data, "-o", tmp / "dir.h5"], "--output"),
+        (["quantize", model, "--data", data, "-o", tmp / "no" / "m.h5"], "--output"),
+        (["conformance", "export", tmp / "dir.h5"], "FILE.h5"),
+        (["conformance", "export", tmp / "nodir" / "x.h5"], "FILE.h5"),
+    ]
+    for argv, name in cases:
+        err = exits_2(capsys, *argv)
+        assert f"{name} must be" in err and ".tmp" not in err, (argv, err)
+    assert sorted(p.name for p in tmp.iterdir() if p.name.startswith(".")) == []
+
+
+def test_a_bug_inside_refquant_still_shows_its_traceback(files, monkeypatch):
+    import refquant.io.keras_h5 as keras_h5
+    import refquant.ptq as ptq
+
+    tmp, model = files
+
+    def broken_loader(path):
+        raise KeyError("a bug, not a bad file")
+
+    monkeypatch.setattr(keras_h5, "load_keras_h5", broken_loader)
+    with pytest.raises(KeyError):
+        main(["quantize", model, "--data", str(tmp / "data.npz"), "-q"])
+    monkeypatch.undo()
+
+    def broken_quantize(*args, **kwargs):
+        raise ValueError("a bug after the inputs were read")
+
+    monkeypatch.setattr(ptq, "quantize_model", broken_quantize)
+    with pytest.raises(ValueError, match="a bug after"):
+        main(["quantize", model, "--data", str(tmp / "data.npz"), "-q"])

@@ -33,13 +33,17 @@ def add_arguments(parser) -> None:
 
 def run(args) -> int:
     from refquant import conformance
+    from refquant.commands.quantize import check_output_file, existing_path, reading
 
     if args.action == "export":
+        check_output_file("FILE.h5", args.file)
         summary = conformance.export_corpus(
             args.file, profiles=args.profiles, kernels=args.kernels, seed=args.seed
         )
         print(summary)
         return 0
-    report = conformance.verify_corpus(args.file)
+    path = existing_path("FILE.h5", args.file)
+    with reading("FILE.h5", path, "a conformance corpus"):
+        report = conformance.verify_corpus(path)
     print(report)
     return 0 if report.ok else 1

@@ -34,6 +34,7 @@ from refquant.commands.quantize import (
     existing_path,
     load_fp32_model,
     load_inputs,
+    reading,
     say,
 )
 
@@ -105,11 +106,16 @@ def parse_layer_sqnr(value: str):
     return n
 
 
-def out_folder(value) -> Path:
+def out_folder(value, create: bool = True) -> Path:
+    """--out as a folder (created with its parents when ``create``)."""
     out = Path(value)
     if out.exists() and not out.is_dir():
         raise bad("--out", value, "a folder (this is a file)")
-    out.mkdir(parents=True, exist_ok=True)
+    if create:
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise bad("--out", value, f"a folder that can be created ({exc})") from None
     return out
 
 
@@ -118,7 +124,8 @@ def load_labels(path, n: int) -> np.ndarray:
     from refquant import datasets
 
     p = existing_path("--labels", path)
-    x, y = datasets.load_array_data(p)
+    with reading("--labels", p, "a readable .npy, .npz or HDF5 file"):
+        x, y = datasets.load_array_data(p)
     y = np.asarray(x if y is None else y)
     if y.ndim == 2 and y.shape[1] > 1:
         y = y.argmax(axis=1)  # one-hot
@@ -149,7 +156,9 @@ def check_label_count(y, n: int, argument: str, path) -> np.ndarray:
 
 def load_class_names(path) -> list:
     p = existing_path("--class-names", path)
-    names = [line.strip() for line in p.read_text(encoding="utf-8").splitlines()]
+    with reading("--class-names", p, "a UTF-8 text file"):
+        text = p.read_text(encoding="utf-8")
+    names = [line.strip() for line in text.splitlines()]
     return [n for n in names if n]
 
 
@@ -165,16 +174,11 @@ def check_classes(report_classes: int, class_names, path) -> None:
 
 def load_quantized(path, graph):
     """A QuantizedModel from QUANTIZED.h5, checked against the FP32 graph."""
-    from refquant.errors import RefquantError
     from refquant.ptq import load_quantized_model, prepare_graph
 
     p = existing_path("QUANTIZED.h5", path)
-    try:
+    with reading("QUANTIZED.h5", p, "a model written by `refquant quantize`"):
         qm = load_quantized_model(p)
-    except (RefquantError, OSError) as exc:
-        raise bad(
-            "QUANTIZED.h5", p, f"a model written by `refquant quantize` ({exc})"
-        ) from None
     prepared = prepare_graph(graph)
     missing = [n.name for n in qm.nodes if n.name not in prepared]
     if missing:
@@ -195,6 +199,7 @@ def run(args) -> int:
 
     check_batch_size(args.batch_size)
     layer_sqnr = parse_layer_sqnr(args.layer_sqnr)
+    out_folder(args.out, create=False)
     graph = load_fp32_model(args.model, args.arch)
     qm = load_quantized(args.quantized, graph)
     x, y = load_inputs(args, graph)

@@ -29,8 +29,10 @@ preprocessing is applied to uint8 images automatically.  Then run
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -204,6 +206,76 @@ def bad(argument: str, value, allowed: str) -> InvalidArgumentError:
     return InvalidArgumentError(f"{argument} must be {allowed}; got {argument}={value}")
 
 
+#: Errors a parser of a damaged or hostile input file can raise on its own.
+READ_ERRORS = (
+    OSError,
+    ValueError,
+    EOFError,
+    RecursionError,
+    MemoryError,
+    zipfile.BadZipFile,
+)
+#: (module, class) of third-party parse errors, matched only when imported.
+THIRD_PARTY_READ_ERRORS = (
+    ("google.protobuf.message", "DecodeError"),
+    ("onnx.checker", "ValidationError"),
+    ("onnx.onnx_cpp2py_export.checker", "ValidationError"),
+)
+
+
+def _read_errors() -> tuple:
+    found = list(READ_ERRORS)
+    for module_name, name in THIRD_PARTY_READ_ERRORS:
+        cls = getattr(sys.modules.get(module_name), name, None)
+        if isinstance(cls, type) and issubclass(cls, Exception):
+            found.append(cls)
+    return tuple(found)
+
+
+@contextlib.contextmanager
+def reading(argument: str, value, what: str):
+    """Turn a failure to read input file ``value`` into an error naming
+    ``argument``: ``<argument> must be <what> (<reason>); got <argument>=...``.
+
+    Wrap only the step that parses the file: refquant errors are relabelled,
+    and the builtin errors a parser raises on a damaged file (``READ_ERRORS``,
+    protobuf and onnx checker errors) become :class:`InvalidArgumentError`.
+    Any other exception is a bug and propagates unchanged.
+    """
+    try:
+        yield
+    except RefquantError as exc:
+        if f"{argument}=" in str(exc):
+            raise
+        text = str(exc)
+        if str(value) in text:  # the loader named the file: say which argument
+            message = f"{argument}: {text}"
+        else:
+            message = f"{argument} must be {what} ({text}); got {argument}={value}"
+        try:
+            relabelled = type(exc)(message)
+        except Exception:  # an error class with another signature
+            relabelled = InvalidArgumentError(message)
+        raise relabelled from None
+    except _read_errors() as exc:
+        reason = f"{type(exc).__name__}: {exc}".strip().rstrip(":")
+        raise bad(argument, value, f"{what} ({reason})") from None
+
+
+def check_output_file(argument: str, value, suffixes=(".h5", ".hdf5")) -> Path:
+    """``value`` as a writable file name: not a folder, in an existing folder,
+    ending in one of ``suffixes``; checked before any work is done."""
+    out = Path(value)
+    if suffixes and out.suffix.lower() not in suffixes:
+        raise bad(argument, value, f"a file name ending in {' or '.join(suffixes)}")
+    if out.is_dir():
+        raise bad(argument, value, "a file name, not a folder")
+    parent = out.parent if str(out.parent) else Path(".")
+    if not parent.is_dir():
+        raise bad(argument, value, "a path in an existing folder")
+    return out
+
+
 def existing_path(argument: str, value, want_dir_ok: bool = False) -> Path:
     p = Path(value)
     if not p.exists():
@@ -234,7 +306,10 @@ def load_fp32_model(path, arch=None):
         from refquant.graph import models
         from refquant.io.torch_pth import load_torch_state_dict
 
-        return getattr(models, arch)(load_torch_state_dict(p))
+        with reading("MODEL", p, "a readable PyTorch state dict"):
+            state = load_torch_state_dict(p)
+        with reading("MODEL", p, f"a state dict of --arch {arch}"):
+            return getattr(models, arch)(state)
     if arch is not None:
         raise bad(
             "--arch",
@@ -245,11 +320,13 @@ def load_fp32_model(path, arch=None):
     if suffix in KERAS_SUFFIXES:
         from refquant.io.keras_h5 import load_keras_h5
 
-        return load_keras_h5(p)
+        with reading("MODEL", p, "a readable Keras .h5 model"):
+            return load_keras_h5(p)
     if suffix == ".onnx":
         from refquant.io.onnx_import import load_onnx
 
-        return load_onnx(p)
+        with reading("MODEL", p, "a readable ONNX model"):
+            return load_onnx(p)
     raise bad("MODEL", p, "a .pth/.pt state dict, a Keras .h5 or an .onnx file")
 
 
@@ -304,7 +381,8 @@ def load_inputs(args, model=None):
     from refquant import datasets
 
     p = existing_path("--data", args.data, want_dir_ok=True)
-    x, y = datasets.load_array_data(p, x_key=args.x_key, y_key=args.y_key)
+    with reading("--data", p, "readable .npy, .npz, HDF5 or image data"):
+        x, y = datasets.load_array_data(p, x_key=args.x_key, y_key=args.y_key)
     n = len(x)
     if n == 0:
         raise bad("--data", p, "a file or folder with at least one input")
@@ -418,11 +496,9 @@ def run(args) -> int:
     check_batch_size(args.batch_size)
     cfg = quant_config(args)
     out = Path(args.output) if args.output else default_output(args.model, args.mode)
-    if out.suffix.lower() not in (".h5", ".hdf5"):
-        raise bad("--output", out, "a file name ending in .h5 or .hdf5")
-    if not out.parent.exists() and str(out.parent) not in ("", "."):
-        raise bad("--output", out, "a path in an existing folder")
-    graph = load_fp32_model(args.model, args.arch)
+    check_output_file("--output", out)
+    if out.resolve() == Path(args.model).resolve():
+        raise bad("--output", out, "a new file, not MODEL itself")
     if args.mode == "static" and args.data is None:
         raise bad(
             "--data",
@@ -430,8 +506,7 @@ def run(args) -> int:
             "a file or folder of calibration inputs for "
             "--mode static (dynamic and weight_only need none)",
         )
-    if out.resolve() == Path(args.model).resolve():
-        raise bad("--output", out, "a new file, not MODEL itself")
+    graph = load_fp32_model(args.model, args.arch)
     x_cal = None
     if args.data is not None:
         x, y = load_inputs(args, graph)
