@@ -141,6 +141,9 @@ def test_binary_codes_follow_sign(w):
         (np.array([1.0, np.inf]), {}, InvalidArgumentError, r"w must be finite"),
         (np.zeros((0, 3)), {}, InvalidArgumentError, r"w must not be empty"),
         (np.array(["a"]), {}, InvalidTypeError, r"w must be a real numeric"),
+        ([[1.0], [1.0, 2.0]], {}, InvalidArgumentError, r"w must be a rectangular"),
+        (np.ma.array([1.0], mask=[1]), {}, InvalidTypeError, r"w must be a plain"),
+        (np.array([True]), {}, InvalidTypeError, r"w of dtype bool"),
     ],
 )
 def test_invalid_input(fn, w, kwargs, error, pattern):
