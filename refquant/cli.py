@@ -5,14 +5,20 @@ imported only when it runs, so ``refquant --help`` stays fast.  A subcommand
 module provides ``add_arguments(parser)`` and ``run(args) -> int``.
 
 Exit codes: 0 success, 1 the job failed (a check, a download, a budget), 2 the
-command line or an input file was wrong.
+command line or an input file was wrong, 141 standard output was closed early
+(``refquant ... | head``; files the command writes are saved before it prints,
+so no work is lost), 130 interrupted.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
+
+#: Exit code of a command whose standard output was closed (128 + SIGPIPE).
+EXIT_BROKEN_PIPE = 141
 
 # name -> (module, one-line help)
 SUBCOMMANDS = {
@@ -86,6 +92,23 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print(f"refquant {args.command}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        _silence_stdout()
+        return EXIT_BROKEN_PIPE
+
+
+def _silence_stdout() -> None:
+    """Point the closed standard output at /dev/null so that the interpreter's
+    final flush does not fail again."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):
+        return  # not a real file (captured); nothing is flushed at exit
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, fd)
+    finally:
+        os.close(devnull)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,8 @@ import json
 import os
 import re
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import h5py
@@ -606,3 +608,50 @@ def test_a_bug_inside_refquant_still_shows_its_traceback(files, monkeypatch):
     monkeypatch.setattr(ptq, "quantize_model", broken_quantize)
     with pytest.raises(ValueError, match="a bug after"):
         main(["quantize", model, "--data", str(tmp / "data.npz"), "-q"])
+
+
+# ---------------------------------------------------------------- closed pipes
+class ClosedPipe:
+    """A standard output whose reader went away (``| head``)."""
+
+    def write(self, text):
+        raise BrokenPipeError(32, "Broken pipe")
+
+    def flush(self):
+        raise BrokenPipeError(32, "Broken pipe")
+
+
+def test_closed_stdout_exits_quietly_after_saving_the_report(
+    files, capsys, monkeypatch
+):
+    tmp, model = files
+    q = tmp / "q.h5"
+    assert (
+        run_cli(capsys, "quantize", model, "--data", tmp / "data.npz", "-o", q, "-q")[0]
+        == 0
+    )
+    monkeypatch.setattr(sys, "stdout", ClosedPipe())
+    reports = tmp / "rep"
+    argv = ["evaluate", model, q, "--data", tmp / "data.npz", "--out", reports, "-q"]
+    assert main([str(a) for a in argv]) == 141
+    assert sorted(p.name for p in reports.iterdir()) == ["report-q.json", "report-q.md"]
+    assert main(["assets", "list"]) == 141
+    assert "Traceback" not in capsys.readouterr().err
+
+
+def test_closed_stdout_in_a_real_pipe_gives_no_traceback(tmp_path):
+    script = (
+        "import sys\n"
+        "from refquant.cli import main\n"
+        "sys.exit(main(['assets', 'list']))\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "REFQUANT_CACHE": str(tmp_path)},
+    )
+    proc.stdout.close()  # the reader leaves before the first line
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) in (0, 141)
+    assert "Traceback" not in err and "BrokenPipeError" not in err, err

@@ -204,10 +204,10 @@ def run(args) -> int:
         title=f"refquant demo: {args.model}, static INT8",
     )
     elapsed = time.perf_counter() - start
-    print(report.to_text())
     model_path = out / f"{args.model}-int8.h5"
     save_quantized_model(qm, model_path)
     md, js = report.save(out / f"report-{args.model}")
+    print(report.to_text())
     print(f"calibrated on {len(x_cal)} inputs; whole run {elapsed:.1f} s")
     print(f"saved: {md}\n       {js}\n       {model_path} (quantized model)")
     return 0

@@ -234,7 +234,7 @@ def run(args) -> int:
         title=f"Quantization report: {Path(args.model).name}",
     )
     say(f"evaluated in {time.perf_counter() - t0:.1f} s", args.quiet)
-    print(report.to_text())
     md, js = save_report(report, out, f"report-{Path(args.quantized).stem}")
+    print(report.to_text())
     print(f"saved: {md}\n       {js}")
     return 0

@@ -142,12 +142,12 @@ def _run(args) -> int:
     md = sensitivity_markdown(
         res, rank_by="int8" if "int8" in res.precisions else res.precisions[0]
     )
-    print(md)
-    if args.out:
+    if args.out:  # saved before printing: a closed pipe loses no work
         from refquant._fileio import write_text_atomic
 
         write_text_atomic(f"{args.out}.md", md + "\n")
         to_json(res, f"{args.out}.json")
+    print(md)
     return 0
 
 
