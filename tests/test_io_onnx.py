@@ -840,3 +840,86 @@ def test_torch_exported_model_matches_ort_and_torch():
     assert "HardSwish" in ops_of(g) and "Transpose" not in ops_of(g)
     assert np.abs(got - want).max() <= 1e-6  # probabilities in [0, 1]
     assert np.abs(got - ref).max() <= 1e-6
+
+
+# ---------------------------------------------------------------- hostile files
+def _external_add_model(location: str):
+    """Add(x, w) whose 4-float initializer w lives in an external file."""
+    onnx = pytest.importorskip("onnx")
+    h = onnx.helper
+    w = onnx.numpy_helper.from_array(np.zeros(4, F32), "w")
+    w.ClearField("raw_data")
+    w.data_location = onnx.TensorProto.EXTERNAL
+    for k, v in (("location", location), ("offset", "0"), ("length", "16")):
+        w.external_data.add(key=k, value=v)
+    graph = h.make_graph(
+        [h.make_node("Add", ["x", "w"], ["y"])],
+        "ext",
+        [h.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 4])],
+        [h.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 4])],
+        initializer=[w],
+    )
+    return h.make_model(graph, opset_imports=[h.make_opsetid("", 13)])
+
+
+def _loaders():
+    from refquant.io.onnx_import import load_onnx
+    from refquant.io.onnx_quantized_import import load_quantized_onnx
+
+    return load_onnx, load_quantized_onnx
+
+
+@pytest.mark.parametrize("loader", [0, 1], ids=["load_onnx", "load_quantized_onnx"])
+def test_corrupt_onnx_files_name_the_file(tmp_path, loader):
+    from refquant.errors import CorruptFileError
+
+    load = _loaders()[loader]
+    good = make_model(
+        [_peers()[0].helper.make_node("Relu", ["x"], ["y"])], [("x", [1, 4])], ["y"]
+    ).SerializeToString()
+    cases = {
+        "garbage.onnx": (b"\xff" * 100, "DecodeError"),
+        "trunc.onnx": (good[: len(good) // 2], "DecodeError"),
+        "empty.onnx": (b"", "holds no graph"),
+    }
+    for name, (data, message) in cases.items():
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(CorruptFileError, match=message) as info:
+            load(tmp_path / name)
+        assert f"path_or_model='{tmp_path / name}' is not a readable ONNX" in str(
+            info.value
+        )
+
+
+@pytest.mark.parametrize("loader", [0, 1], ids=["load_onnx", "load_quantized_onnx"])
+def test_external_data_outside_the_folder_is_refused_by_name(tmp_path, loader):
+    from refquant.errors import CorruptFileError
+
+    load = _loaders()[loader]
+    (tmp_path / "secret.txt").write_bytes(b"s" * 16)
+    sub = tmp_path / "sub"
+    sub.mkdir()
+    (sub / "link.bin").symlink_to(tmp_path / "secret.txt")
+    for name, location in [
+        ("dotdot.onnx", "../secret.txt"),
+        ("abs.onnx", str(tmp_path / "secret.txt")),
+        ("symlink.onnx", "link.bin"),
+        ("missing.onnx", "nonexist.bin"),
+    ]:
+        (sub / name).write_bytes(_external_add_model(location).SerializeToString())
+        with pytest.raises(CorruptFileError, match="ValidationError") as info:
+            load(sub / name)
+        assert f"path_or_model='{sub / name}' is not a readable ONNX" in str(info.value)
+
+
+def test_degenerate_graphs_are_refused():
+    from refquant.errors import CorruptFileError
+    from refquant.io.onnx_import import load_onnx
+
+    no_nodes = make_model([], [("x", [1, 4])], ["x"])
+    with pytest.raises(CorruptFileError, match="without nodes"):
+        load_onnx(no_nodes.SerializeToString())
+    relu = _peers()[0].helper.make_node("Relu", ["x"], ["y"])
+    no_outputs = make_model([relu], [("x", [1, 4])], [])
+    with pytest.raises(CorruptFileError, match="bytes of length .* without outputs"):
+        load_onnx(no_outputs.SerializeToString())

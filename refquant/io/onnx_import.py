@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from refquant._validation import check_type
-from refquant.errors import InvalidArgumentError, RefquantError
+from refquant.errors import CorruptFileError, InvalidArgumentError, RefquantError
 from refquant.graph.graph import Graph
 from refquant.graph.nodes import Node
 
@@ -65,9 +65,13 @@ def _as_model(onnx, model):
                 f"path_or_model must be an existing .onnx file or an "
                 f"onnx.ModelProto; got path_or_model={path!r} (no such file)"
             )
-        return onnx.load(path)
+        return _parsed(lambda: onnx.load(path), f"path_or_model={path!r}")
     if isinstance(model, (bytes, bytearray)):
-        return onnx.load_from_string(bytes(model))
+        blob = bytes(model)
+        return _parsed(
+            lambda: onnx.load_from_string(blob),
+            f"path_or_model (bytes of length {len(blob)})",
+        )
     check_type(
         "path_or_model",
         model,
@@ -75,6 +79,66 @@ def _as_model(onnx, model):
         "a path to an .onnx file, its bytes or an onnx.ModelProto",
     )
     return model  # unreachable: check_type raised
+
+
+def _parsed(load, source: str):
+    """``load()`` with every parse or external-data failure named as a file error.
+
+    onnx raises protobuf's DecodeError for corrupt bytes and its own
+    ValidationError for external data outside the model's folder, behind a
+    symbolic link or missing; an empty file parses as a ModelProto without a
+    graph.
+    """
+    try:
+        model = load()
+    except RecursionError:
+        raise CorruptFileError(
+            f"{source} is not a readable ONNX model: its messages are nested too deeply"
+        ) from None
+    except MemoryError:
+        raise CorruptFileError(
+            f"{source} is not a readable ONNX model: it asks for more memory than "
+            "is available"
+        ) from None
+    except Exception as e:  # DecodeError, ValidationError, OSError, ...
+        raise CorruptFileError(
+            f"{source} is not a readable ONNX model: {type(e).__name__}: {e}"
+        ) from None
+    if not model.HasField("graph") or not (
+        len(model.graph.node) or len(model.graph.output)
+    ):
+        raise CorruptFileError(
+            f"{source} is not a readable ONNX model: it holds no graph (no nodes "
+            "and no outputs; an empty or non-ONNX file)"
+        )
+    return model
+
+
+def _source(path_or_model) -> str:
+    if isinstance(path_or_model, (str, os.PathLike)):
+        return f"path_or_model={os.fspath(path_or_model)!r}"
+    if isinstance(path_or_model, (bytes, bytearray)):
+        return f"path_or_model (bytes of length {len(path_or_model)})"
+    return "path_or_model (an onnx.ModelProto)"
+
+
+def _check_not_degenerate(model, source: str) -> None:
+    """A graph must declare an output and compute it with at least one node."""
+    if not len(model.graph.output):
+        raise CorruptFileError(f"{source} holds an ONNX graph without outputs")
+    if not len(model.graph.node):
+        raise CorruptFileError(
+            f"{source} holds an ONNX graph without nodes (nothing to compute)"
+        )
+
+
+def _malformed(source: str, exc: BaseException) -> CorruptFileError:
+    """A library error raised while reading a parsed model, named as a file error."""
+    if isinstance(exc, RecursionError):
+        what = "its graph is nested too deeply"
+    else:
+        what = f"{type(exc).__name__}: {exc}"
+    return CorruptFileError(f"{source} holds a malformed ONNX graph: {what}")
 
 
 # ---------------------------------------------------------------- tensors
@@ -1218,5 +1282,13 @@ def load_onnx(path_or_model, *, name: str | None = None) -> Graph:
         check_type("name", name, (str,), "a str or None")
     onnx, numpy_helper = _onnx()
     model = _as_model(onnx, path_or_model)
-    graph = _Importer(model, onnx, numpy_helper).run()
+    _check_not_degenerate(model, _source(path_or_model))
+    try:
+        graph = _Importer(model, onnx, numpy_helper).run()
+    except RefquantError:
+        raise
+    except (KeyError, IndexError, TypeError, AttributeError, ValueError) as e:
+        raise _malformed(_source(path_or_model), e) from None
+    except (RecursionError, OSError) as e:
+        raise _malformed(_source(path_or_model), e) from None
     return graph if name is None else graph.replace(name=name)

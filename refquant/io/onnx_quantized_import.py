@@ -38,7 +38,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from refquant.io.onnx_import import UnsupportedOnnxError, _as_model, _attrs, _onnx
+from refquant.errors import RefquantError
+from refquant.io.onnx_import import (
+    UnsupportedOnnxError,
+    _as_model,
+    _attrs,
+    _check_not_degenerate,
+    _malformed,
+    _onnx,
+    _source,
+)
 from refquant.numerics.scheme import QuantScheme
 from refquant.ptq.qmodel import QuantizedModel
 from refquant.ptq.qtensors import QuantizedNode, QuantizedWeight, TensorQParams
@@ -900,10 +909,18 @@ def load_quantized_onnx(path_or_model, *, name: str | None = None) -> QuantizedM
         from refquant.errors import InvalidTypeError
 
         raise InvalidTypeError(f"name must be a str or None; got name={name!r}")
-    if any(n.op_type in DYNAMIC_OPS for n in model.graph.node):
-        qm = _load_dynamic(model, onnx, nh)
-    else:
-        qm = _Importer(model, onnx, nh).run()
+    _check_not_degenerate(model, _source(path_or_model))
+    try:
+        if any(n.op_type in DYNAMIC_OPS for n in model.graph.node):
+            qm = _load_dynamic(model, onnx, nh)
+        else:
+            qm = _Importer(model, onnx, nh).run()
+    except RefquantError:
+        raise
+    except (KeyError, IndexError, TypeError, AttributeError, ValueError) as e:
+        raise _malformed(_source(path_or_model), e) from None
+    except (RecursionError, OSError) as e:
+        raise _malformed(_source(path_or_model), e) from None
     if name is not None:
         qm.name = name
     return qm
