@@ -7,7 +7,12 @@ import json
 import numpy as np
 import pytest
 
-from refquant.errors import InvalidArgumentError, InvalidTypeError, UnsafeFileError
+from refquant.errors import (
+    CorruptFileError,
+    InvalidArgumentError,
+    InvalidTypeError,
+    UnsafeFileError,
+)
 from refquant.ptq import (
     QuantConfig,
     load_quantized_model,
@@ -130,7 +135,7 @@ HOSTILE = {
         lambda f: replace_ds(
             first_weighted(f), "weight_scale", -f["nodes/000000/weight_scale"][()]
         ),
-        "scale must be finite, > 0",
+        r"weight_scale must hold scales in \[1.17.*38\] \(normal float32, > 0\)",
     ),
     "bias_dtype": (
         lambda f: replace_ds(
@@ -170,6 +175,35 @@ def test_corrupt_files_are_rejected(tmp_path, models, case):
     path = edit(saved(tmp_path, models), fn)
     with pytest.raises(InvalidArgumentError, match=match):
         load_quantized_model(path)
+
+
+LOAD_TIME = {
+    "weight_scale_deleted": (
+        lambda f: first_weighted(f).__delitem__("weight_scale"),
+        r"/nodes/\d{6}/weight_scale is missing",
+    ),
+    "tensor_scale_huge": (
+        lambda f: f["tensors/scale"].__setitem__(0, 1e300),
+        r"/tensors/scale entry 0 \(tensor '[^']+'\) must hold scales in .*got 1e\+300",
+    ),
+    "tensor_scale_subnormal": (
+        lambda f: f["tensors/scale"].__setitem__(0, 1e-40),
+        r"/tensors/scale entry 0 .*got 1e-40",
+    ),
+    "names_deep": (
+        lambda f: f["tensors"].attrs.__setitem__("names", "[" * 50_000 + "]" * 50_000),
+        "/tensors attribute 'names' is JSON nested too deeply",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(LOAD_TIME))
+def test_tampered_files_fail_at_load_naming_file_and_field(tmp_path, models, case):
+    fn, match = LOAD_TIME[case]
+    path = edit(saved(tmp_path, models), fn)
+    with pytest.raises(CorruptFileError, match=match) as info:
+        load_quantized_model(path)
+    assert str(path) in str(info.value)
 
 
 def test_links_outside_the_file_are_refused(tmp_path, models):

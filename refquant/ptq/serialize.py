@@ -20,7 +20,13 @@ from pathlib import Path
 import numpy as np
 
 from refquant._fileio import atomic_path
-from refquant.errors import InvalidArgumentError, InvalidTypeError, UnsafeFileError
+from refquant.errors import (
+    CorruptFileError,
+    InvalidArgumentError,
+    InvalidTypeError,
+    RefquantError,
+    UnsafeFileError,
+)
 from refquant.graph.nodes import OPS, Node
 from refquant.numerics.scheme import GRANULARITIES, QuantScheme
 from refquant.ptq.qmodel import MODES, QuantizedModel
@@ -154,8 +160,23 @@ def save(model: QuantizedModel, path) -> Path:
 
 
 # ---------------------------------------------------------------------- load
-def _bad(where: str, what: str) -> InvalidArgumentError:
-    return InvalidArgumentError(f"invalid quantized model file: {where} {what}")
+def _bad(where: str, what: str) -> CorruptFileError:
+    return CorruptFileError(f"invalid quantized model file: {where} {what}")
+
+
+def _check_scale(values, where: str) -> None:
+    """Scales must be normal float32 numbers: every backend computes with them so."""
+    arr = np.asarray(values, np.float64)
+    tiny, big = float(np.finfo(np.float32).tiny), float(np.finfo(np.float32).max)
+    with np.errstate(invalid="ignore"):
+        bad = ~(np.isfinite(arr) & (arr >= tiny) & (arr <= big))
+    if np.any(bad):
+        index = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise _bad(
+            where,
+            f"must hold scales in [{tiny!r}, {big!r}] (normal float32, > 0); got "
+            f"{float(arr[index])!r}" + (f" at index {index}" if index else ""),
+        )
 
 
 def _check_members(h5py, group, allowed: set, where: str) -> None:
@@ -200,6 +221,8 @@ def _json_attr(obj, key: str, where: str):
     text = _str_attr(obj, key, where)
     try:
         return json.loads(text)
+    except RecursionError:
+        raise _bad(f"{where} attribute {key!r}", "is JSON nested too deeply") from None
     except ValueError as exc:
         raise _bad(f"{where} attribute {key!r}", f"is not valid JSON ({exc})") from None
 
@@ -211,6 +234,8 @@ def _str_list(value, where: str) -> tuple:
 
 
 def _dataset(h5py, group, key: str, kind: str, where: str) -> np.ndarray:
+    if key not in group:
+        raise _bad(f"{where}/{key}", "is missing")
     ds = group[key]
     if not isinstance(ds, h5py.Dataset):
         raise _bad(f"{where}/{key}", "must be a dataset")
@@ -248,6 +273,7 @@ def _read_weight(h5py, g, op: str, where: str) -> QuantizedWeight:
     if scheme.bits > 8:
         raise _bad(where, f"weight bits must be <= 8; got {scheme.bits}")
     scale = _dataset(h5py, g, "weight_scale", "weight_scale", where)
+    _check_scale(scale, f"{where}/weight_scale")
     zp = _dataset(h5py, g, "weight_zero_point", "weight_zero_point", where)
     try:
         return QuantizedWeight(codes, scale, zp, scheme, op)
@@ -320,6 +346,7 @@ def _read_tensors(h5py, f, mode: str) -> dict:
         raise _bad("/tensors", f"must be empty for mode {mode!r}")
     out = {}
     for i, k in enumerate(names):
+        _check_scale(scale[i], f"/tensors/scale entry {i} (tensor {k!r})")
         try:
             out[k] = TensorQParams(float(scale[i]), int(zp[i]), int(bits[i]))
         except (InvalidArgumentError, InvalidTypeError) as exc:
@@ -348,12 +375,23 @@ def load(path) -> QuantizedModel:
     try:
         f = h5py.File(p, "r")
     except OSError as exc:
-        raise InvalidArgumentError(
+        raise CorruptFileError(
             f"path must be an HDF5 file written by refquant; {str(p)!r} is not "
             f"readable as HDF5 ({exc})"
         ) from None
-    with f:
-        return _read(h5py, f)
+    try:
+        with f:
+            return _read(h5py, f)
+    except RefquantError as exc:
+        raise type(exc)(f"{str(p)!r}: {exc}") from None
+    except RecursionError:
+        raise CorruptFileError(
+            f"{str(p)!r}: invalid quantized model file: nested too deeply"
+        ) from None
+    except (KeyError, OSError, TypeError, ValueError, AttributeError) as exc:
+        raise CorruptFileError(
+            f"{str(p)!r}: invalid quantized model file: {type(exc).__name__}: {exc}"
+        ) from None
 
 
 def _read(h5py, f) -> QuantizedModel:
