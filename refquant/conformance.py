@@ -73,6 +73,10 @@ class CorpusFormatError(InvalidArgumentError):
     """A conformance file is not a valid corpus of the supported layout."""
 
 
+class CorpusNotFoundError(CorpusFormatError, FileNotFoundError):
+    """The conformance file to verify does not exist."""
+
+
 # ===================================================================== fields
 @dataclass(frozen=True)
 class Param:
@@ -2731,8 +2735,11 @@ def verify_corpus(path) -> VerifyReport:
     import h5py
 
     path = _path(path)
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"conformance file not found: {path}")
+    if not os.path.isfile(path):
+        raise CorpusNotFoundError(
+            f"path must name an existing conformance file; got path={path!r} "
+            + ("(a folder)" if os.path.isdir(path) else "(no such file)")
+        )
     try:
         f = h5py.File(path, "r")
     except OSError as exc:
@@ -2758,4 +2765,52 @@ def verify_corpus(path) -> VerifyReport:
                     where = f"/{kname}/{pname}/{cname}"
                     _verify_case(cgroup, entry, pname, where, report.mismatches)
                     report.n_cases += 1
+        _check_complete(f, path, report.n_cases)
     return report
+
+
+def _listed(f, key: str, path: str) -> list[str] | None:
+    """The comma-separated names of root attribute ``key`` (None when absent)."""
+    value = f.attrs.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "replace")
+    if not isinstance(value, str):
+        raise CorpusFormatError(
+            f"{path}: root attribute {key!r} must be a comma-separated str; "
+            f"got {key}={value!r}"
+        )
+    return [v for v in value.split(",") if v]
+
+
+def _check_complete(f, path: str, n_cases: int) -> None:
+    """Every kernel and profile the root attributes list must hold >= 1 case.
+
+    A corpus stripped of its cases (or of some kernels) would otherwise verify
+    with nothing compared.
+    """
+    kernels, profiles = _listed(f, "kernels", path), _listed(f, "profiles", path)
+    empty = []
+    for kname in kernels if kernels is not None else list(f):
+        entry = KERNELS.get(kname)
+        if entry is None:
+            raise CorpusFormatError(
+                f"{path}: root attribute 'kernels' names {kname!r}, not one of "
+                f"{list(KERNELS)}"
+            )
+        wanted = (ANY_PROFILE,) if entry.profile_free else (profiles or [])
+        for pname in wanted:
+            group = f.get(f"{kname}/{pname}")
+            if group is None or not len(group):
+                empty.append(f"/{kname}/{pname}")
+    if n_cases == 0:
+        raise CorpusFormatError(
+            f"{path}: the corpus holds no cases, so there is nothing to verify"
+        )
+    if empty:
+        raise CorpusFormatError(
+            f"{path}: {len(empty)} kernel/profile pair(s) that the root attributes "
+            f"list hold no cases: {', '.join(empty[:5])}"
+            + (" ..." if len(empty) > 5 else "")
+        )

@@ -23,6 +23,7 @@ from refquant import conformance  # noqa: E402
 from refquant.cli import main  # noqa: E402
 from refquant.conformance import (  # noqa: E402
     CorpusFormatError,
+    CorpusNotFoundError,
     export_corpus,
     verify_corpus,
 )
@@ -617,6 +618,41 @@ def test_invalid_file_gives_a_clear_error(small, tmp_path, edit, match):
     assert main(["conformance", "verify", str(path)]) == 2
 
 
+def _strip(f, names):
+    for name in names:
+        del f[name]
+
+
+@pytest.mark.parametrize(
+    "edit, match",
+    [
+        (
+            lambda f: _strip(f, list(f)),
+            "copy.h5: the corpus holds no cases, so there is nothing to verify",
+        ),
+        (
+            lambda f: _strip(f, ["conv2d"]),
+            "kernel/profile pair.*hold no cases: /conv2d/exact",
+        ),
+        (
+            lambda f: _strip(
+                f, [f"add/tflite_reference/{k}" for k in f["add/tflite_reference"]]
+            ),
+            "1 kernel/profile pair.*: /add/tflite_reference$",
+        ),
+        (
+            lambda f: f.attrs.__setitem__("kernels", "add,nosuch"),
+            "root attribute 'kernels' names 'nosuch'",
+        ),
+    ],
+)
+def test_stripped_corpus_does_not_verify(small, tmp_path, edit, match):
+    path = _edit(small, tmp_path, edit)
+    with pytest.raises(CorpusFormatError, match=match):
+        verify_corpus(path)
+    assert main(["conformance", "verify", str(path)]) == 2
+
+
 def _replace(f, name, data):
     del f[name]
     f[name] = data
@@ -627,8 +663,12 @@ def test_non_hdf5_and_missing_files(tmp_path):
     bad.write_bytes(b"not hdf5")
     with pytest.raises(CorpusFormatError, match="not a readable HDF5 file"):
         verify_corpus(bad)
-    with pytest.raises(FileNotFoundError, match="missing.h5"):
+    with pytest.raises(CorpusNotFoundError, match="path=.*missing.h5.*no such file"):
         verify_corpus(tmp_path / "missing.h5")
+    with pytest.raises(FileNotFoundError):  # also the builtin family
+        verify_corpus(tmp_path / "missing.h5")
+    with pytest.raises(CorpusNotFoundError, match="a folder"):
+        verify_corpus(tmp_path)
 
 
 # ------------------------------------------------------------ invalid inputs
