@@ -163,8 +163,12 @@ class Bench:
         self.has_tflite = (Path(self.work) / "mnist.int8.tflite").exists()
 
 
+BLAS_THREADS = {}  # set from --blas-threads
+
+
 def _child_env():
     env = dict(os.environ)
+    env.update(BLAS_THREADS)
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     env["PYTHONDONTWRITEBYTECODE"] = "1"
     return env
@@ -198,6 +202,22 @@ def machine() -> list[str]:
         + ", ".join(f"{k} {v}" for k, v in versions.items())
         + f"; onnx.reference rows: onnx {onnx_ref}; numpy BLAS: {blas}",
     ]
+
+
+def _commit():
+    out = subprocess.run(
+        ["git", "-C", str(HERE), "rev-parse", "--short", "HEAD"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    dirty = subprocess.run(
+        ["git", "-C", str(HERE), "status", "--porcelain", "--", "../../refquant"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.strip()
+    return out.stdout.strip() + (" + uncommitted refquant changes" if dirty else "")
 
 
 def _version(mod):
@@ -413,7 +433,9 @@ def report(b: Bench, total_s: float, argv) -> str:
         f"Run of `python benchmarks/peers/run_all.py {' '.join(argv)}`: "
         f"{total_s / 60:.1f} min wall in all (prepare {prep.get('wall_s', 0):.0f} s); "
         f"load average at the start {b.load0[0]:.2f}, at the end "
-        f"{os.getloadavg()[0]:.2f}.",
+        f"{os.getloadavg()[0]:.2f}; refquant at commit {_commit()}"
+        + (f"; BLAS threads {b.args.blas_threads}" if b.args.blas_threads else "")
+        + ".",
         "",
         *machine(),
         f"- TFLite conversion (TensorFlow {(tfl['mnist'] or {}).get('tf', '-')}): "
@@ -470,6 +492,12 @@ def main(argv=None):
         help="CalibStridedMinMax for ORT's histogram calibrators",
     )
     p.add_argument("--only", default="infer,calib,e2e")
+    p.add_argument(
+        "--blas-threads",
+        type=int,
+        default=0,
+        help="OPENBLAS/OMP threads of every child (0: NumPy's default)",
+    )
     p.add_argument("--tf-python", default=TF_PYTHON)
     p.add_argument(
         "--onnx-reference-python",
@@ -482,6 +510,9 @@ def main(argv=None):
         help=f"write the tables into {RESULTS.name}",
     )
     args = p.parse_args(argv)
+    if args.blas_threads:
+        for k in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS"):
+            BLAS_THREADS[k] = str(args.blas_threads)
     if args.calib_images is None:
         args.calib_images = 50 if args.quick else 500
     if not Path(args.onnx_reference_python).exists():
