@@ -451,11 +451,48 @@ def test_quantize_under_a_size_budget_writes_a_mixed_model(files, capsys):
         "-q",
     )
     assert code == 0, text
-    budget = int(re.search(r"'bytes': (\d+)", text).group(1))
+    budget = int(re.search(r"size <= ([\d,]+) B", text).group(1).replace(",", ""))
     size = int(re.search(r"measured:    bytes = (\d+)", text).group(1))
     assert size <= budget
     mixed = load_mixed_model(out)
     assert mixed.size_bytes() == size
+    ratio = float(re.search(r"measured:    ratio = ([0-9.]+)\n", text).group(1))
+    assert abs(ratio - mixed.fp32_size_bytes() / size) < 5e-4 * ratio  # 4 digits
+    # what the file holds is what was reported (mixed/h5.py: qparams once
+    # per tensor in the file, per use in the size)
+    from refquant.mixed.h5 import (
+        PAYLOAD_OVERHEAD_PER_LAYER as PER_LAYER,
+    )
+    from refquant.mixed.h5 import (
+        PAYLOAD_OVERHEAD_PER_TENSOR as PER_TENSOR,
+    )
+
+    payload = []
+    with h5py.File(out, "r") as f:
+        f.visit(lambda key: payload.append(getattr(f[key], "nbytes", 0)) and None)
+    bound = PER_TENSOR * len(mixed.tensor_qparams) + PER_LAYER * len(mixed.layers)
+    assert abs(sum(payload) - size) <= bound
+    assert sum(payload) <= budget + bound
+
+
+def test_infeasible_size_budget_exits_1_with_a_plain_message(files, capsys):
+    tmp, model = files
+    code, _, err = run_cli(
+        capsys,
+        "quantize",
+        model,
+        "--data",
+        tmp / "data.npz",
+        "--size-budget",
+        "1000x",
+        "-o",
+        tmp / "m.h5",
+        "-q",
+    )
+    assert code == 1, err
+    assert "no assignment of precisions meets --size-budget 1000x" in err
+    assert "the smallest possible is" in err and "HiGHS" not in err
+    assert not (tmp / "m.h5").exists()
 
 
 def test_budget_options_reject_non_static_modes(files, capsys):

@@ -83,8 +83,12 @@ def test_uniform_int8_is_the_static_model_bit_for_bit(setup):
         )
     # the static model stores each tensor's qparams once; the mixed model
     # counts them per integer layer, so "conv1" (read by dw) and "gap" (read
-    # by fc) are counted twice: 2 * (4 + 1) bytes more
-    assert m.size_bytes() == mq.qmodel.size_bytes() + 10
+    # by fc) are counted twice: 2 * (4 + 1) bytes more; and the mixed file
+    # stores weight scales as float64 (the static size counts float32): 4 B
+    # more per scale
+    n_scales = sum(np.size(n.weight.scale) for n in mq.qmodel.nodes if n.weight)
+    assert n_scales == 4 + 4 + 5  # per channel: conv1 4, dw 4, fc 5 outputs
+    assert m.size_bytes() == mq.qmodel.size_bytes() + 10 + 4 * n_scales
     assert m.boundaries() == [
         ("input", "conv1", "float->int8"),
         ("fc", "<output>", "int8->float"),
@@ -156,12 +160,13 @@ def test_sizes_by_hand(setup):
     # conv1: 72 weights, 4 bias
     assert mq.layer_bytes("conv1", "fp32") == 4 * 76
     assert mq.layer_bytes("conv1", "fp16") == 2 * 76
-    # int8: 72 codes + 4 scales (f32) + 4 zp (int8) + 4 bias int32 + 2 act qparams
-    assert mq.layer_bytes("conv1", "int8") == 72 + 16 + 4 + 16 + 10
+    # int8: 72 codes + 4 scales (f64, as stored) + 4 zp (int8) + 4 bias int32
+    # + 2 act qparams
+    assert mq.layer_bytes("conv1", "int8") == 72 + 32 + 4 + 16 + 10
     # int16: int8 weights as above, int64 bias, (f32 scale, int16 zp) in and out
-    assert mq.layer_bytes("conv1", "int16") == 72 + 16 + 4 + 32 + 12
+    assert mq.layer_bytes("conv1", "int16") == 72 + 32 + 4 + 32 + 12
     # int4 g32 along K=18: one group per row -> 4 groups; 36 bytes of codes
-    assert mq.layer_bytes("conv1", "int4") == 36 + 16 + 4 + 16
+    assert mq.layer_bytes("conv1", "int4") == 36 + 32 + 4 + 16
     assert mq.layer_bytes("conv1", "binary") == 9 + 16 + 16
 
 
@@ -308,7 +313,7 @@ def test_sensitivity_invalid(setup):
 # ------------------------------------------------------------------ allocation
 def test_solver_small_program_by_hand():
     pytest.importorskip("scipy")
-    from refquant.mixed.allocate import solve_allocation
+    from refquant.mixed.allocate import InfeasibleBudgetError, solve_allocation
 
     # two layers, choices (big, exact) or (small, noisy)
     cost = np.array([[0.0, 0.5], [0.0, 0.1]])
@@ -318,8 +323,9 @@ def test_solver_small_program_by_hand():
     assert solve_allocation(cost, sizes, size_budget=20).tolist() == [1, 1]
     drop = np.array([[0.0, 0.4], [0.0, 0.3]])
     assert solve_allocation(cost, sizes, drop=drop, drop_budget=0.35).tolist() == [0, 1]
-    with pytest.raises(InvalidArgumentError, match="no allocation"):
+    with pytest.raises(InfeasibleBudgetError, match="smallest possible") as e:
         solve_allocation(cost, sizes, size_budget=5)
+    assert e.value.smallest == 20 and "HiGHS" not in str(e.value)
 
 
 def test_parse_size_budget():
@@ -485,3 +491,79 @@ def test_load_rejects_bad_files(tmp_path, setup):
         load_mixed_model(tmp_path / "x.h5")
     with pytest.raises(InvalidTypeError):
         load_mixed_model(3)
+
+
+def _payload_bytes(path) -> int:
+    import h5py
+
+    total = []
+    with h5py.File(path, "r") as f:
+        f.visititems(
+            lambda name, obj: (
+                total.append(obj.nbytes) if isinstance(obj, h5py.Dataset) else None
+            )
+        )
+    return sum(total)
+
+
+def test_file_payload_is_the_reported_size(tmp_path, setup):
+    pytest.importorskip("h5py")
+    import h5py
+
+    from refquant.mixed.h5 import (
+        PAYLOAD_OVERHEAD_PER_LAYER,
+        PAYLOAD_OVERHEAD_PER_TENSOR,
+        save_mixed_model,
+    )
+
+    mq, _ = setup
+    w_sizes = {n: mq.graph.node(n).params["weight"].size for n in mq.layers}
+    for prec in (
+        {"conv1": "ternary", "dw": "int4", "fc": "binary"},
+        {"conv1": "int8", "dw": "bf16", "fc": "int16"},
+        "ternary",
+        "binary",
+        "int4",
+    ):
+        m = mq.model(prec)
+        path = save_mixed_model(m, tmp_path / "m.h5")
+        payload = _payload_bytes(path)
+        bound = PAYLOAD_OVERHEAD_PER_TENSOR * len(m.tensor_qparams)
+        bound += PAYLOAD_OVERHEAD_PER_LAYER * len(m.layers)
+        assert abs(payload - m.size_bytes()) <= bound, (prec, payload, m.size_bytes())
+        bits = {"int4": 4, "ternary": 2, "binary": 1}
+        with h5py.File(path, "r") as f:
+            for i, layer in enumerate(m.layers):
+                if layer.precision in bits:  # packed: ceil(size * bits / 8) bytes
+                    ds = f[f"layers/{i:06d}/weight"]
+                    want = -(-w_sizes[layer.name] * bits[layer.precision] // 8)
+                    assert ds.dtype == np.uint8 and ds.shape == (want,)
+
+
+def test_packed_codes_round_trip_and_reject_bad_files(tmp_path, setup):
+    pytest.importorskip("h5py")
+    import h5py
+
+    from refquant.errors import InvalidArgumentError
+    from refquant.mixed.h5 import load_mixed_model, pack_codes, save_mixed_model
+
+    # hand-packed: u = code + 1 = [0, 1, 2, 2 | 1] at 2 bits, LSB first
+    assert pack_codes(np.array([-1, 0, 1, 1, 0], np.int8), 2, -1).tolist() == [
+        0b10100100,
+        0b01,
+    ]
+    assert pack_codes(np.array([1, -1, 1], np.int8), 1, -1).tolist() == [0b101]
+    assert pack_codes(np.array([-8, 7], np.int8), 4, -8).tolist() == [0xF0]
+    with pytest.raises(InvalidArgumentError, match="fit 2 bits"):
+        pack_codes(np.array([3], np.int8), 2, -1)
+    mq, _ = setup
+    path = save_mixed_model(mq.model("ternary"), tmp_path / "t.h5")
+    with h5py.File(path, "r+") as f:
+        ds = f["layers/000000/weight"]
+        ds[0] = 0xFF  # u = 3: no ternary code
+    with pytest.raises(InvalidArgumentError, match="ternary codes"):
+        load_mixed_model(path)
+    with h5py.File(path, "r+") as f:
+        f["layers/000000/weight"].attrs["shape"] = np.array([1000, 1000], np.int64)
+    with pytest.raises(InvalidArgumentError, match="bytes"):
+        load_mixed_model(path)

@@ -541,27 +541,32 @@ def run(args) -> int:
 
 def run_mixed(args, graph, x, y, x_cal, out) -> int:
     """``--size-budget`` / ``--max-drop``: allocate, measure, save, report."""
+    from refquant.mixed.allocate import InfeasibleBudgetError
     from refquant.mixed.budget import apply_budget
     from refquant.mixed.h5 import save_mixed_model
 
     if args.mode != "static":
         raise bad("--mode", args.mode, "static with --size-budget or --max-drop")
-    alloc = apply_budget(
-        args,
-        graph,
-        x,
-        y,
-        calibration_data=x_cal,
-        batch_size=args.batch_size,
-        progress=Progress("sensitivity", quiet=args.quiet),
-    )
+    try:
+        alloc = apply_budget(
+            args,
+            graph,
+            x,
+            y,
+            calibration_data=x_cal,
+            batch_size=args.batch_size,
+            progress=Progress("sensitivity", quiet=args.quiet),
+        )
+    except InfeasibleBudgetError as exc:
+        print(f"refquant quantize: {infeasible_message(args, exc)}", file=sys.stderr)
+        return 1
     save_mixed_model(alloc.model, out)
     counts = ", ".join(f"{n} {p}" for p, n in sorted(alloc.counts().items()))
     print(f"model:       {args.model} ({graph.num_params:,} parameters)")
-    print(f"budget:      {alloc.budget}")
+    print(f"budget:      {describe_budget(alloc.budget)}")
     print(f"precisions:  {counts}")
     for key, value in alloc.measured.items():
-        print(f"measured:    {key} = {value}")
+        print(f"measured:    {key} = {format_measure(value)}")
     for note in alloc.notes:
         print(f"note:        {note}")
     print(f"wrote:       {out}")
@@ -571,3 +576,38 @@ def run_mixed(args, graph, x, y, x_cal, out) -> int:
         )
         return 1
     return 0
+
+
+def infeasible_message(args, exc) -> str:
+    """The plain sentence for a budget no assignment of precisions meets."""
+    if args.size_budget is not None and exc.fp32_bytes:
+        return (
+            f"no assignment of precisions meets --size-budget {args.size_budget}; "
+            f"the smallest possible is {exc.smallest:,} B "
+            f"({exc.fp32_bytes / exc.smallest:.2f}x smaller than FP32 "
+            f"{exc.fp32_bytes:,} B)"
+        )
+    if args.max_drop is not None and exc.smallest is not None:
+        return (
+            f"no assignment of precisions meets --max-drop {args.max_drop}; the "
+            f"smallest estimated drop is {exc.smallest:.3f} points"
+        )
+    flag = "--size-budget" if args.size_budget is not None else "--max-drop"
+    return f"no assignment of precisions meets {flag}: {exc}"
+
+
+def describe_budget(budget: dict) -> str:
+    if budget["kind"] == "size":
+        return f"size <= {budget['bytes']:,} B (--size-budget {budget['given']})"
+    return f"{budget['metric']} drop <= {budget['max_drop']} points (--max-drop)"
+
+
+def format_measure(value) -> str:
+    """Measured numbers as people read them: ints whole, floats to 4 digits."""
+    if isinstance(value, (bool, np.bool_)) or value is None:
+        return str(value)
+    if isinstance(value, (int, np.integer)):
+        return f"{int(value)}"
+    if isinstance(value, (float, np.floating)):
+        return f"{float(value):.4g}"
+    return str(value)

@@ -37,6 +37,7 @@ from refquant.mixed.sensitivity import OutputStats, SensitivityResult
 
 __all__ = [
     "Allocation",
+    "InfeasibleBudgetError",
     "allocate",
     "evaluate_model",
     "parse_size_budget",
@@ -45,6 +46,48 @@ __all__ = [
 
 DROP_METRICS = ("agreement", "accuracy")
 NOISE_CAP = 1e3  # noise of a layer whose output went non-finite
+
+
+class InfeasibleBudgetError(InvalidArgumentError):
+    """No assignment of the allowed precisions can meet the budget.
+
+    ``smallest`` is the best any assignment reaches: bytes of the smallest
+    model (size budget) or points of the smallest estimated drop (drop budget).
+    """
+
+    def __init__(self, message: str, smallest=None, fp32_bytes=None):
+        super().__init__(message)
+        self.smallest = smallest
+        self.fp32_bytes = fp32_bytes
+
+
+def smallest_model(quantizer, candidates=None, overrides=None) -> dict:
+    """``{layer: precision}`` of the smallest model the choices allow: per
+    layer the allowed precision of fewest bytes (ties: the earlier, wider one
+    in :data:`PRECISIONS`)."""
+    candidates = tuple(candidates or PRECISIONS)
+    overrides = dict(overrides or {})
+    out = {}
+    for name in quantizer.layers:
+        allowed = (overrides[name],) if name in overrides else candidates
+        out[name] = min(allowed, key=lambda p: quantizer.layer_bytes(name, p))
+    return out
+
+
+def check_size_feasible(quantizer, nbytes: int, given, candidates, overrides):
+    """Raise :class:`InfeasibleBudgetError` when even the smallest model the
+    choices allow is larger than ``nbytes``."""
+    smallest = quantizer.model(smallest_model(quantizer, candidates, overrides))
+    size = smallest.size_bytes()
+    if size > nbytes:
+        fp32 = quantizer.model("fp32").size_bytes()
+        raise InfeasibleBudgetError(
+            f"no assignment of precisions meets size_budget={given!r} ({nbytes} "
+            f"bytes); the smallest possible is {size} bytes "
+            f"({fp32 / size:.2f}x smaller than FP32)",
+            smallest=size,
+            fp32_bytes=fp32,
+        )
 
 
 def parse_size_budget(budget, fp32_bytes: int) -> int:
@@ -85,7 +128,7 @@ def solve_allocation(cost, sizes, *, size_budget=None, drop=None, drop_budget=No
         Drop mode: minimize ``sum sizes`` (ties: less cost) under ``sum drop
         <= drop_budget``.
 
-    Raises InvalidArgumentError when no choice meets the budget.
+    Raises InfeasibleBudgetError when no choice meets the budget.
     """
     from scipy.optimize import Bounds, LinearConstraint, milp
 
@@ -110,11 +153,12 @@ def solve_allocation(cost, sizes, *, size_budget=None, drop=None, drop_budget=No
         integrality=np.ones_like(c),
         bounds=Bounds(np.zeros_like(c), ub),
     )
-    if res.x is None:
-        raise InvalidArgumentError(
-            f"no allocation meets the budget ({res.message}); smallest possible "
-            f"model: {int(np.where(np.isfinite(cost), sizes, np.inf).min(1).sum())} "
-            f"bytes of layers"
+    if res.x is None:  # res.message holds the solver's own wording
+        least = int(np.where(np.isfinite(cost), sizes, np.inf).min(1).sum())
+        raise InfeasibleBudgetError(
+            f"no assignment of precisions meets the budget; the smallest possible "
+            f"weighted layers take {least} bytes",
+            smallest=least,
         )
     return np.round(res.x).reshape(L, P).argmax(axis=1)
 
@@ -295,9 +339,17 @@ def allocate(
     if size_budget is not None:
         fp32_bytes = quantizer.model("fp32").size_bytes()
         nbytes = parse_size_budget(size_budget, fp32_bytes)
+        check_size_feasible(quantizer, nbytes, size_budget, candidates, overrides)
         budget = {"kind": "size", "bytes": nbytes, "given": size_budget}
         choice = solve_allocation(cost, sizes, size_budget=nbytes - floor)
     else:
+        least = float(np.where(np.isfinite(cost), drop, np.inf).min(1).sum())
+        if least > max_drop + 1e-9:
+            raise InfeasibleBudgetError(
+                f"no assignment of precisions meets max_drop={max_drop!r}; the "
+                f"smallest estimated drop is {least:.3f} points",
+                smallest=least,
+            )
         budget = {"kind": "drop", "metric": metric, "max_drop": float(max_drop)}
         choice = solve_allocation(cost, sizes, drop=drop, drop_budget=max_drop)
     rows = np.arange(len(layers))

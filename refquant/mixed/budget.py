@@ -67,15 +67,74 @@ def parse_layer_list(text: str) -> list:
     return [t.strip() for t in str(text or "").split(",") if t.strip()]
 
 
-def _overrides(args) -> dict:
-    out = dict.fromkeys(parse_layer_list(args.keep_fp16), "fp16")
-    for name in parse_layer_list(args.force_int4):
-        if out.get(name) == "fp16":
-            raise InvalidArgumentError(
-                f"layer {name!r} is in both --keep-fp16 and --force-int4"
-            )
-        out[name] = "int4"
+def _overrides(args, layers=None) -> dict:
+    """``{layer: "fp16" | "int4"}`` from --keep-fp16 / --force-int4; names are
+    checked against ``layers`` (the weighted layers) when given."""
+    out = {}
+    for flag, text, precision in (
+        ("--keep-fp16", args.keep_fp16, "fp16"),
+        ("--force-int4", args.force_int4, "int4"),
+    ):
+        for name in parse_layer_list(text):
+            if layers is not None and name not in layers:
+                shown = ", ".join(layers[:8]) + (", ..." if len(layers) > 8 else "")
+                raise InvalidArgumentError(
+                    f"{flag} names an unknown layer {name!r}; the {len(layers)} "
+                    f"weighted layers are: {shown}"
+                )
+            if out.get(name, precision) != precision:
+                raise InvalidArgumentError(
+                    f"layer {name!r} is in both --keep-fp16 and --force-int4"
+                )
+            out[name] = precision
     return out
+
+
+def check_budget_arguments(args) -> tuple:
+    """Validate the budget flags; returns the candidate precisions."""
+    cands = tuple(parse_layer_list(args.precisions))
+    unknown = [p for p in cands if p not in PRECISIONS]
+    if not cands or unknown:
+        raise InvalidArgumentError(
+            f"--precisions must be a comma-separated list of {', '.join(PRECISIONS)};"
+            f" got --precisions={args.precisions!r}"
+        )
+    if args.max_drop is not None and not 0 <= args.max_drop <= 100:
+        raise InvalidArgumentError(
+            f"--max-drop must be points in [0, 100], e.g. 0.5; got "
+            f"--max-drop={args.max_drop}"
+        )
+    if args.size_budget is not None and args.max_drop is not None:
+        raise InvalidArgumentError(
+            "give one of --size-budget and --max-drop, not both; got "
+            f"--size-budget={args.size_budget}, --max-drop={args.max_drop}"
+        )
+    if args.size_budget is not None:
+        from refquant.mixed.allocate import parse_size_budget
+
+        try:
+            parse_size_budget(args.size_budget, 1 << 40)
+        except InvalidArgumentError:
+            raise InvalidArgumentError(
+                "--size-budget must be bytes (an int > 0) or a compression ratio "
+                f"over FP32 such as 3.5x; got --size-budget={args.size_budget}"
+            ) from None
+    if args.sensitivity_samples < 1:
+        raise InvalidArgumentError(
+            "--sensitivity-samples must be an int >= 1; got "
+            f"--sensitivity-samples={args.sensitivity_samples}"
+        )
+    return cands
+
+
+def weighted_layers(graph) -> tuple:
+    """Names of the layers a precision is chosen for (after folding)."""
+    from refquant.ptq import prepare_graph
+    from refquant.ptq.config import WEIGHTED_OPS
+    from refquant.ptq.static import batch_norm_as_depthwise
+
+    prepared = batch_norm_as_depthwise(prepare_graph(graph))
+    return tuple(n.name for n in prepared.nodes if n.op in WEIGHTED_OPS)
 
 
 def apply_budget(
@@ -98,12 +157,16 @@ def apply_budget(
     """
     if args.size_budget is None and args.max_drop is None:
         return None
-    from refquant.mixed.allocate import allocate
+    from refquant.mixed.allocate import (
+        allocate,
+        check_size_feasible,
+        parse_size_budget,
+    )
     from refquant.mixed.model import MixedQuantizer
     from refquant.mixed.sensitivity import measure_sensitivity
 
-    cands = tuple(parse_layer_list(args.precisions))
-    overrides = _overrides(args)
+    cands = check_budget_arguments(args)
+    overrides = _overrides(args, weighted_layers(graph))
     measured = tuple(p for p in cands if p != "fp32")
     for p in set(overrides.values()) - set(measured):
         measured += (p,)
@@ -112,6 +175,9 @@ def apply_budget(
         data if calibration_data is None else calibration_data,
         batch_size=batch_size,
     )
+    if args.size_budget is not None:  # before the slow sensitivity runs
+        nbytes = parse_size_budget(args.size_budget, mq.model("fp32").size_bytes())
+        check_size_feasible(mq, nbytes, args.size_budget, cands, overrides)
     n = max(1, min(int(args.sensitivity_samples), data.shape[0]))
     sl = None if labels is None else labels[:n]
     sens = measure_sensitivity(

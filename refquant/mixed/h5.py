@@ -9,7 +9,25 @@ Layout (version 1)::
     /layers/NNNNNN        attrs name, op, inputs (JSON), attrs (JSON),
                           precision ("" for unweighted ops), meta (JSON);
                           one dataset per stored tensor (layers.LAYOUT names
-                          and dtypes; "param.<k>" float32)
+                          and dtypes; "param.<k>" float32), except:
+                          int4 / ternary / binary "weight": uint8, the codes
+                          packed at 4 / 2 / 1 bits (attrs packed_bits, shape);
+                          "weight_zero_point": int8
+
+Packing (version 2; version 1 files, unpacked, are still read): the codes
+become unsigned ``u = code - lo`` (``lo = qmin`` of a signed int4 scheme, 0
+unsigned; -1 ternary; binary ``u = (code + 1) // 2``), flattened in C order
+and written ``bits`` to a value, least significant bit first, into
+``ceil(size * bits / 8)`` bytes (``np.packbits(..., bitorder="little")``).
+
+So the datasets hold what :meth:`MixedModel.size` counts: the sum of the
+datasets' ``nbytes`` differs from ``size_bytes()`` only by the activation
+qparams, which the size counts per use (float32 scale, int8 zero point: 5 B
+per int8-layer input and output, 12 B for the int16 scales of an int16 layer,
+kept in its meta attribute) and the file keeps once per tensor in /tensors
+(16 B each): ``|payload - size_bytes()| <= 16 * num_tensors + 12 * num_layers``
+(``PAYLOAD_OVERHEAD_PER_TENSOR``, ``PAYLOAD_OVERHEAD_PER_LAYER``).  HDF5
+metadata (group headers, attributes) comes on top of the payload.
 
 Writing goes to a temporary file beside the target, then a rename.  Reading
 executes nothing: only hard links, plain numeric datasets, string / integer
@@ -37,8 +55,14 @@ from refquant.ptq.qtensors import TensorQParams
 __all__ = ["FORMAT", "FORMAT_VERSION", "load_mixed_model", "save_mixed_model"]
 
 FORMAT = "refquant.mixed_model"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READ_VERSIONS = (1, 2)
 MAX_STRING = 1 << 20
+#: Bits per stored weight code of the packed precisions.
+PACKED_BITS = {"int4": 4, "ternary": 2, "binary": 1}
+#: Bound of ``|dataset bytes - MixedModel.size_bytes()|`` (module docstring).
+PAYLOAD_OVERHEAD_PER_TENSOR = 16
+PAYLOAD_OVERHEAD_PER_LAYER = 12
 
 
 def _h5py():
@@ -112,7 +136,53 @@ def _write_layer(g, layer: MixedLayer) -> None:
     g.attrs["precision"] = layer.precision or ""
     g.attrs["meta"] = _json(dict(layer.meta))
     for k, v in layer.tensors.items():
-        g.create_dataset(k, data=v)
+        if k == "weight" and layer.precision in PACKED_BITS:
+            bits = PACKED_BITS[layer.precision]
+            ds = g.create_dataset(k, data=pack_codes(v, bits, _code_low(layer)))
+            ds.attrs["packed_bits"] = bits
+            ds.attrs["shape"] = np.asarray(v.shape, np.int64)
+        elif k == "weight_zero_point":
+            g.create_dataset(k, data=v.astype(np.int8))  # 4- and 8-bit codes' zps
+        else:
+            g.create_dataset(k, data=v)
+
+
+def _code_low(layer: MixedLayer) -> int:
+    """``lo`` of the packing: the smallest code of the layer's precision."""
+    if layer.precision == "int4":
+        scheme = layer.meta["scheme"]
+        return -(1 << (int(scheme["bits"]) - 1)) if scheme["signed"] else 0
+    return -1  # ternary {-1, 0, 1}; binary {-1, 1} (see pack_codes)
+
+
+def pack_codes(codes, bits: int, low: int) -> np.ndarray:
+    """uint8 bytes of ``u = codes - low`` at ``bits`` per value, LSB first.
+
+    Binary (``bits == 1``) maps ``{-1, +1}`` to ``{0, 1}`` (``u = (c + 1) // 2``).
+
+    >>> pack_codes(np.array([-1, 0, 1, 1, 0], np.int8), 2, -1).tolist()
+    [164, 1]
+    """
+    c = np.asarray(codes, np.int16).ravel()
+    u = (c + 1) // 2 if bits == 1 else c - low
+    if u.size and (u.min() < 0 or u.max() >= 1 << bits):
+        raise InvalidArgumentError(
+            f"codes must fit {bits} bits above {low}; got codes in "
+            f"[{int(c.min())}, {int(c.max())}]"
+        )
+    planes = (u.astype(np.uint8)[:, None] >> np.arange(bits, dtype=np.uint8)) & 1
+    return np.packbits(planes.ravel(), bitorder="little")
+
+
+def unpack_codes(packed, bits: int, low: int, shape) -> np.ndarray:
+    """int8 codes of shape ``shape`` from :func:`pack_codes` bytes."""
+    n = int(np.prod(shape, dtype=np.int64))
+    planes = np.unpackbits(packed, count=n * bits, bitorder="little")
+    u = planes.reshape(n, bits).astype(np.int16) @ (1 << np.arange(bits)).astype(
+        np.int16
+    )
+    c = 2 * u - 1 if bits == 1 else u + low
+    return c.astype(np.int8).reshape(tuple(shape))
 
 
 # ---------------------------------------------------------------------- load
@@ -171,8 +241,8 @@ def load_mixed_model(path) -> MixedModel:
         if _str(f, "format", "/") != FORMAT:
             raise _bad("/", f"format must be {FORMAT!r}")
         version = f.attrs.get("format_version")
-        if not isinstance(version, (int, np.integer)) or int(version) != 1:
-            raise _bad("/", f"format_version must be 1; got {version!r}")
+        if not isinstance(version, (int, np.integer)) or version not in READ_VERSIONS:
+            raise _bad("/", f"format_version must be 1 or 2; got {version!r}")
         _members(h5py, f, "")
         t = f["tensors"]
         _members(h5py, t, "/tensors")
@@ -196,6 +266,31 @@ def load_mixed_model(path) -> MixedModel:
         )
 
 
+def _unpacked(ds, precision, meta, where) -> np.ndarray:
+    """The int8 codes of a packed weight dataset (validated before decoding)."""
+    where = f"{where}/weight"
+    bits, shape = ds.attrs["packed_bits"], np.asarray(ds.attrs.get("shape", []))
+    if precision not in PACKED_BITS or bits != PACKED_BITS[precision]:
+        raise _bad(where, f"packed_bits must match precision {precision!r}")
+    if shape.ndim != 1 or shape.dtype.kind not in "iu" or np.any(shape < 0):
+        raise _bad(where, "attribute 'shape' must be a 1-D array of ints >= 0")
+    if ds.dtype != np.uint8 or ds.ndim != 1:
+        raise _bad(where, "packed codes must be a 1-D uint8 dataset")
+    n = int(np.prod(shape, dtype=np.int64)) if shape.size else 1
+    if ds.shape[0] != -(-n * int(bits) // 8):
+        raise _bad(where, f"must hold ceil({n} * {bits} / 8) bytes; got {ds.shape[0]}")
+    scheme = meta.get("scheme", {}) if isinstance(meta, dict) else {}
+    low = -1
+    if precision == "int4":
+        if not isinstance(scheme, dict) or not isinstance(scheme.get("bits"), int):
+            raise _bad(where, "needs meta['scheme'] with int bits")
+        low = -(1 << (scheme["bits"] - 1)) if scheme.get("signed") else 0
+    codes = unpack_codes(ds[()], int(bits), low, tuple(int(d) for d in shape))
+    if precision == "ternary" and codes.size and codes.max() > 1:
+        raise _bad(where, "ternary codes must be in {-1, 0, 1}")
+    return codes
+
+
 def _read_layer(h5py, g, where) -> MixedLayer:
     name, op = _str(g, "name", where), _str(g, "op", where)
     if op not in OPS:
@@ -213,6 +308,10 @@ def _read_layer(h5py, g, where) -> MixedLayer:
         if k not in allowed and not k.startswith("param."):
             raise _bad(f"{where}/{k}", f"is not part of a {precision} layer")
     tensors = {k: _array(h5py, g, k, where) for k in keys}
+    if "weight" in g and "packed_bits" in g["weight"].attrs:
+        tensors["weight"] = _unpacked(g["weight"], precision, meta, where)
+    if "weight_zero_point" in tensors:
+        tensors["weight_zero_point"] = tensors["weight_zero_point"].astype(np.int64)
     params = {}
     if precision is not None and "weight" in tensors:  # shapes only, for checks
         params = {

@@ -200,7 +200,9 @@ class MixedLayer:
 
     # ---------------------------------------------------------------- size
     def stored_tensors(self) -> list[StoredTensor]:
-        """What the layer stores (see :meth:`refquant.mixed.MixedModel.size`)."""
+        """What the layer stores, as :mod:`refquant.mixed.h5` writes it: codes
+        at their bit width (int4 4, ternary 2, binary 1 bit, packed), float64
+        weight scales, int8 zero points (see :meth:`MixedModel.size`)."""
         t, p, n = self.tensors, self.precision, self.name
         if p is None:
             return [stored_tensor(f"{n}.{k[6:]}", v, "other") for k, v in t.items()]
@@ -217,6 +219,7 @@ class MixedLayer:
                 size,
                 w.scheme.bits,
                 w.num_params,
+                scale_dtype="float64",  # stored as float64: bit-exact integer math
                 zero_point_dtype="int8",
             )
         else:
