@@ -15,12 +15,19 @@ from __future__ import annotations
 import gzip
 import os
 import re
+import zipfile
 from pathlib import Path
 
 import numpy as np
+from numpy.lib import format as npy_format
 
 from refquant import assets
-from refquant.errors import InvalidArgumentError, InvalidTypeError, RefquantError
+from refquant.errors import (
+    CorruptFileError,
+    InvalidArgumentError,
+    InvalidTypeError,
+    RefquantError,
+)
 
 __all__ = [
     "OptionalDependencyError",
@@ -417,22 +424,83 @@ def load_array_data(path, x_key=None, y_key=None):
     suffix = p.suffix.lower()
     try:
         if suffix == ".npy":
+            with open(p, "rb") as f:
+                _check_npy_header(f, os.fstat(f.fileno()).st_size, f"path={str(p)!r}")
             return np.load(p, allow_pickle=False), None
         if suffix == ".npz":
-            with np.load(p, allow_pickle=False) as z:
-                x_name, y_name = _split_keys(set(z.files), x_key, y_key, p)
-                return z[x_name], (None if y_name is None else _labels(z[y_name], p))
-    except ValueError as e:
-        if isinstance(e, InvalidArgumentError):
-            raise
-        raise InvalidArgumentError(
-            f"path={str(p)!r} cannot be read with allow_pickle=False: {e}"
+            return _load_npz(p, x_key, y_key)
+        if suffix in (".h5", ".hdf5"):
+            return _load_hdf5(p, x_key, y_key)
+    except RefquantError:
+        raise
+    except (ValueError, EOFError, OSError, zipfile.BadZipFile, KeyError) as e:
+        kind = {".npy": ".npy", ".npz": ".npz"}.get(suffix, "HDF5")
+        raise CorruptFileError(
+            f"path={str(p)!r} is not a readable {kind} file: {type(e).__name__}: {e}"
         ) from None
-    if suffix in (".h5", ".hdf5"):
-        return _load_hdf5(p, x_key, y_key)
     raise InvalidArgumentError(
         f"path must be a .npy, .npz, .h5/.hdf5 file or a folder of images; got {p}"
     )
+
+
+MAX_NPY_HEADER = 10_000  # bytes of an .npy header (NumPy's own default limit)
+
+
+def _check_npy_header(f, nbytes: int, where: str) -> None:
+    """Check an .npy header: magic, no object dtype, data bytes present in the file.
+
+    ``nbytes`` is the size of the whole .npy stream; the array must fit in it,
+    so a header cannot make the reader allocate more than the file holds.
+    """
+    magic = f.read(6)
+    if magic != b"\x93NUMPY":
+        raise CorruptFileError(
+            f"{where} is not a valid .npy file: it does not start with the .npy "
+            f"magic bytes (got {magic!r}, {nbytes} bytes in all)"
+        )
+    f.seek(0)
+    try:
+        version = npy_format.read_magic(f)
+        read = (
+            npy_format.read_array_header_1_0
+            if version == (1, 0)
+            else npy_format.read_array_header_2_0
+        )
+        shape, _, dtype = read(f, max_header_size=MAX_NPY_HEADER)
+    except (ValueError, EOFError, SyntaxError, TypeError, UnicodeDecodeError) as e:
+        raise CorruptFileError(f"{where} is not a valid .npy file: {e}") from None
+    if dtype.hasobject:
+        raise CorruptFileError(
+            f"{where} holds pickled (object) data, which is refused "
+            "(allow_pickle=False)"
+        )
+    need = (
+        int(np.prod(shape, dtype=object)) * dtype.itemsize if shape else dtype.itemsize
+    )
+    have = nbytes - f.tell()
+    if need > have:
+        raise CorruptFileError(
+            f"{where} is not a valid .npy file: its header promises shape "
+            f"{shape} of {dtype} ({need} bytes) but only {have} bytes follow"
+        )
+
+
+def _load_npz(p: Path, x_key, y_key):
+    with open(p, "rb") as f:
+        magic = f.read(4)
+    if magic not in (b"PK\x03\x04", b"PK\x05\x06"):
+        raise CorruptFileError(
+            f"path={str(p)!r} is not a valid .npz file: it is not a zip archive "
+            f"(starts with {magic!r})"
+        )
+    with np.load(p, allow_pickle=False) as z:
+        x_name, y_name = _split_keys(set(z.files), x_key, y_key, p)
+        for name in {x_name, y_name} - {None}:
+            member = name if name in z.zip.namelist() else name + ".npy"
+            with z.zip.open(member) as m:
+                size = z.zip.getinfo(member).file_size
+                _check_npy_header(m, size, f"path={str(p)!r} member {name!r}")
+        return z[x_name], (None if y_name is None else _labels(z[y_name], p))
 
 
 def _labels(y: np.ndarray, path) -> np.ndarray:
@@ -448,7 +516,13 @@ def _labels(y: np.ndarray, path) -> np.ndarray:
 def _load_hdf5(p: Path, x_key, y_key):
     import h5py
 
-    with h5py.File(p, "r") as f:
+    try:
+        f = h5py.File(p, "r")
+    except OSError as e:
+        raise CorruptFileError(
+            f"path={str(p)!r} is not a readable HDF5 file: {e}"
+        ) from None
+    with f:
         names = set()
         f.visititems(lambda n, o: names.add(n) if isinstance(o, h5py.Dataset) else None)
         x_name, y_name = _split_keys(names, x_key, y_key, p)

@@ -17,7 +17,7 @@ from refquant.datasets import (
     mnist_preprocess,
     resize_shorter_side,
 )
-from refquant.errors import InvalidArgumentError, InvalidTypeError
+from refquant.errors import CorruptFileError, InvalidArgumentError, InvalidTypeError
 
 Image = pytest.importorskip("PIL.Image")
 
@@ -345,3 +345,57 @@ def test_calibration_photos():
     assert all(p.dtype == np.uint8 and p.ndim == 3 and p.shape[2] == 3 for p in photos)
     assert min(min(p.shape[:2]) for p in photos) >= 102
     assert imagenet_preprocess(photos).shape == (23, 224, 224, 3)
+
+
+def _npy_header(shape) -> bytes:
+    """A version 1.0 .npy header for a float64 array of ``shape``, no data."""
+    import io
+
+    buf = io.BytesIO()
+    header = {"descr": "<f8", "fortran_order": False, "shape": shape}
+    np.lib.format.write_array_header_1_0(buf, header)
+    return buf.getvalue()
+
+
+def _npy_bytes(array) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    np.save(buf, array)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize(
+    "name, data, message",
+    [
+        ("one.npy", b"\x93", "one.npy' is not a valid .npy file: it does not start"),
+        ("text.npy", b"hello world\n", "text.npy' is not a valid .npy file"),
+        ("empty.npy", b"", "empty.npy' is not a valid .npy file"),
+        (
+            "trunc.npy",
+            _npy_bytes(np.arange(100, dtype=np.int32))[:-4],
+            r"trunc.npy' is not a valid .npy file: its header promises shape \(100,\)"
+            r" of int32 \(400 bytes\) but only 396 bytes follow",
+        ),
+        (
+            "huge.npy",
+            _npy_header((10**6, 10**6)) + bytes(8),
+            r"huge.npy' is not a valid .npy file: .*\(8000000000000 bytes\) but only 8",
+        ),
+        ("junk.npz", b"garbage bytes", "junk.npz' is not a valid .npz file"),
+        ("junk.h5", b"garbage bytes", "junk.h5' is not a readable HDF5 file"),
+    ],
+)
+def test_corrupt_array_files_name_the_file(tmp_path, name, data, message):
+    (tmp_path / name).write_bytes(data)
+    with pytest.raises(CorruptFileError, match=message):
+        load_array_data(tmp_path / name)
+
+
+def test_npz_member_larger_than_its_bytes_is_refused(tmp_path):
+    import zipfile
+
+    with zipfile.ZipFile(tmp_path / "bomb.npz", "w") as z:
+        z.writestr("x.npy", _npy_header((10**5, 10**5)) + bytes(16))
+    with pytest.raises(CorruptFileError, match="bomb.npz' member 'x'.*promises"):
+        load_array_data(tmp_path / "bomb.npz")
