@@ -47,3 +47,7 @@ class FallbackScaleWarning(RefquantWarning):
 
 class Float16OverflowWarning(RefquantWarning):
     """Finite values became +-inf when cast to a narrower float format."""
+
+
+class CorruptFileError(InvalidArgumentError):
+    """A file is malformed, truncated or not of the format it should be."""

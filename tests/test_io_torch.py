@@ -19,7 +19,12 @@ import numpy as np
 import pytest
 
 from refquant import assets
-from refquant.errors import InvalidArgumentError, InvalidTypeError, UnsafeFileError
+from refquant.errors import (
+    CorruptFileError,
+    InvalidArgumentError,
+    InvalidTypeError,
+    UnsafeFileError,
+)
 from refquant.io.torch_pth import load_torch_pickle, load_torch_state_dict
 
 # ---------------------------------------------------------------------------
@@ -502,7 +507,7 @@ def test_matches_torch_bit_for_bit(tmp_path, zip_format):
         "bool": torch.tensor([True, False]),
         "scalar": torch.tensor(3.5),
         "empty": torch.zeros(0, 4),
-        "expand": torch.tensor([1.0, 2.0]).expand(3, 2),
+        "expand": torch.arange(4.0).expand(1, 4),  # stride 0, no repeats
         "param": torch.nn.Parameter(torch.ones(2)),
     }
     path = tmp_path / "t.pth"
@@ -515,6 +520,10 @@ def test_matches_torch_bit_for_bit(tmp_path, zip_format):
         want = t.float().numpy() if t.dtype == torch.bfloat16 else t.numpy()
         assert ours[k].dtype == want.dtype and ours[k].shape == want.shape, k
         assert ours[k].tobytes() == np.ascontiguousarray(want).tobytes(), k
+    # an expand that repeats elements beyond its storage is refused
+    torch.save({"e": torch.tensor([1.0, 2.0]).expand(3, 2)}, path)
+    with pytest.raises(CorruptFileError, match="holds 6 elements.*only 2"):
+        load_torch_state_dict(path)
 
 
 # ---------------------------------------------------------------------------
@@ -571,3 +580,83 @@ def test_restricted_unpickler_rejects_extension_codes():
             RestrictedUnpickler(io.BytesIO(payload)).load()
     finally:
         copyreg.remove_extension("os", "system", 0xF0)
+
+
+# ---------------------------------------------------------------------------
+# hostile files: memory amplification, deep nesting, garbage
+
+
+def test_stride0_tensor_larger_than_its_storage_is_refused(tmp_path):
+    # 1 float of storage viewed as 16384 x 16384 by stride 0: 268435456 elements
+    pkl, records = _one_tensor(0, (16384, 16384), (0, 0), numel=1, record_bytes=4)
+    path = tmp_path / "bomb.pth"
+    write_zip(path, pkl, records)
+    assert path.stat().st_size < 1000
+    with pytest.raises(CorruptFileError) as info:
+        load_torch_state_dict(path)
+    msg = str(info.value)
+    assert "bomb.pth" in msg and "268435456 elements" in msg and "only 1" in msg
+
+
+def test_many_views_of_one_storage_exceed_the_budget(tmp_path):
+    # 5 distinct full views of a 4-float storage: 5 * 16 B > 4 * 16 B present
+    spec = {f"t{i}": ("FloatStorage", "0", "cpu", 4, 0, (4,), (1,)) for i in range(5)}
+    write_zip(tmp_path / "views.pth", emit_state_dict(spec, False), {"0": bytes(16)})
+    with pytest.raises(CorruptFileError, match=r"views\.pth.*4 times the 16 storage"):
+        load_torch_state_dict(tmp_path / "views.pth")
+    # 4 views (tied weights and the like) are within the budget
+    del spec["t4"]
+    write_zip(tmp_path / "ok.pth", emit_state_dict(spec, False), {"0": bytes(16)})
+    got = load_torch_state_dict(tmp_path / "ok.pth")
+    assert list(got) == ["t0", "t1", "t2", "t3"]
+
+
+@pytest.mark.parametrize("size", [(0, 2**62, 2**62), (0, 2**70), (0,) * 65])
+def test_empty_tensor_with_impossible_size_is_refused(tmp_path, size):
+    e = Emit()
+    e.glob("torch._utils", "_rebuild_tensor_v2")
+    e.mark()
+    e.mark()
+    for v in ("storage",):
+        e.str(v)
+    e.glob("torch", "FloatStorage")
+    e.str("0")
+    e.str("cpu")
+    e.int(0)
+    e.tuple()
+    e.persid()
+    e.int(0)
+    e.mark()
+    for n in size:  # LONG1 for ints beyond BININT
+        raw = n.to_bytes((n.bit_length() + 8) // 8 or 1, "little", signed=True)
+        e.out += b"\x8a" + bytes([len(raw)]) + raw
+    e.tuple()
+    e.value((1,) * len(size))
+    e.tuple()
+    e.reduce()
+    write_zip(tmp_path / "empty.pth", e.stop(), {"0": b""})
+    with pytest.raises(CorruptFileError, match=r"empty\.pth.*(impossible size|rank)"):
+        load_torch_pickle(tmp_path / "empty.pth")
+
+
+@pytest.mark.parametrize("container", ["list", "dict"])
+def test_deeply_nested_pickle_is_refused(tmp_path, container):
+    depth = 100_000
+    if container == "list":
+        body = b"]" * depth + b"a" * (depth - 1)  # EMPTY_LIST, APPEND
+    else:
+        # EMPTY_DICT, then per level: key 'k', EMPTY_DICT; SETITEM closes each
+        body = b"}" + b"X\x01\x00\x00\x00k}" * depth + b"s" * depth
+    write_zip(tmp_path / "deep.pth", b"\x80\x02" + body + b".", {})
+    with pytest.raises(CorruptFileError, match=r"deep\.pth.*nested too deeply"):
+        load_torch_state_dict(tmp_path / "deep.pth")
+
+
+def test_garbage_file_says_it_is_not_a_pytorch_file(tmp_path):
+    path = tmp_path / "garbage.pth"
+    path.write_bytes(b"garbage\n")  # 'g' is the pickle GET opcode
+    with pytest.raises(CorruptFileError) as info:
+        load_torch_state_dict(path)
+    msg = str(info.value)
+    assert "garbage.pth" in msg and "not a PyTorch file" in msg
+    assert "invalid literal" not in msg

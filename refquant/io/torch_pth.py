@@ -29,7 +29,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from refquant.errors import InvalidArgumentError, InvalidTypeError, UnsafeFileError
+from refquant.errors import (
+    CorruptFileError,
+    InvalidArgumentError,
+    InvalidTypeError,
+    UnsafeFileError,
+)
 
 __all__ = ["RestrictedUnpickler", "load_torch_pickle", "load_torch_state_dict"]
 
@@ -54,6 +59,11 @@ STORAGE_DTYPES = {
 }
 _STORAGE_MODULES = ("torch", "torch.cuda")
 _KEY_PATTERN = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+# A tensor may not hold more elements than its storage, and all tensors together
+# may not hold more than this many times the storage bytes present in the file
+# (views of one storage, such as tied weights, count once per view).
+MAX_VIEW_AMPLIFICATION = 4
+MAX_TENSOR_RANK = 64  # NumPy's largest ndim
 
 
 class _FormatError(Exception):
@@ -220,42 +230,110 @@ def _is_count(value) -> bool:
 # tensor materialization
 
 
-def _materialize(t: _PendingTensor) -> np.ndarray:
+class _Budget:
+    """Bytes that tensors may still materialize: a multiple of the storage bytes."""
+
+    def __init__(self, storages):
+        present = sum(s.array().nbytes for s in storages if s.root is None)
+        self.left = MAX_VIEW_AMPLIFICATION * present
+        self.present = present
+        self.done: dict[int, np.ndarray] = {}  # id(pending tensor) -> array
+
+    def take(self, nbytes: int) -> None:
+        if nbytes > self.left:
+            raise _FormatError(
+                f"its tensors would need more than {MAX_VIEW_AMPLIFICATION} times "
+                f"the {self.present} storage bytes present in the file"
+            )
+        self.left -= nbytes
+
+
+def _materialize(t: _PendingTensor, budget: _Budget) -> np.ndarray:
     """``as_strided`` on the storage after proving every index is in bounds."""
     base = t.storage.array() if isinstance(t.storage, _Storage) else None
+    if base is None or not _is_count(t.offset):
+        raise _FormatError(f"tensor with invalid storage, offset {t.offset!r}")
+    if not (isinstance(t.size, (tuple, list)) and isinstance(t.stride, (tuple, list))):
+        raise _FormatError("tensor whose size or stride is not a tuple")
     size, stride, offset = tuple(t.size), tuple(t.stride), t.offset
-    if base is None or not _is_count(offset) or len(size) != len(stride):
-        raise _FormatError("tensor with invalid storage, offset or rank")
+    if len(size) != len(stride) or len(size) > MAX_TENSOR_RANK:
+        raise _FormatError(
+            f"tensor with invalid storage, offset or rank (size {len(size)} dims, "
+            f"stride {len(stride)} dims; at most {MAX_TENSOR_RANK})"
+        )
     if not all(_is_count(v) for v in size + stride):
         raise _FormatError(f"tensor with invalid size {size} or stride {stride}")
-    if 0 not in size:
-        last = offset + sum((n - 1) * s for n, s in zip(size, stride))
-        if last >= base.size:
-            raise _FormatError(
-                f"tensor (offset {offset}, size {size}, stride {stride}) reads "
-                f"past its storage of {base.size} elements"
-            )
-        view = np.lib.stride_tricks.as_strided(
-            base[offset:],
-            shape=size,
-            strides=tuple(s * base.itemsize for s in stride),
-            writeable=False,
+    numel = 1
+    for n in size:
+        numel *= n
+    if numel == 0:
+        return np.zeros(_empty_shape(size), dtype=base.dtype)
+    last = offset + sum((n - 1) * s for n, s in zip(size, stride))
+    if last >= base.size:
+        raise _FormatError(
+            f"tensor (offset {offset}, size {size}, stride {stride}) reads "
+            f"past its storage of {base.size} elements"
         )
-        return np.array(view, order="C")  # copy
-    return np.zeros(size, dtype=base.dtype)
+    if numel > base.size:
+        raise _FormatError(
+            f"tensor of size {size} (stride {stride}) holds {numel} elements but "
+            f"its storage has only {base.size}; repeated (stride-0 or "
+            "overlapping) elements beyond the storage are refused"
+        )
+    budget.take(numel * base.itemsize)
+    view = np.lib.stride_tricks.as_strided(
+        base[offset:],
+        shape=size,
+        strides=tuple(s * base.itemsize for s in stride),
+        writeable=False,
+    )
+    return np.array(view, order="C")  # copy
 
 
-def _resolve(obj):
+def _empty_shape(size: tuple) -> tuple:
+    """Shape of an empty tensor, refused when NumPy could not represent it."""
+    try:
+        np.empty(size, dtype=np.uint8)  # zero bytes; checks NumPy's limits only
+    except (ValueError, OverflowError) as e:
+        raise _FormatError(
+            f"empty tensor with an impossible size {size}: {e}"
+        ) from None
+    return size
+
+
+def _storages_of(obj, found: dict) -> None:
+    """Collect the storages (and their roots) reachable from pending tensors."""
+    stack = [obj]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, _PendingTensor) and isinstance(item.storage, _Storage):
+            s = item.storage
+            while s is not None:
+                found[id(s)] = s
+                s = s.root
+        elif isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, (list, tuple)):
+            stack.extend(item)
+
+
+def _resolve(obj, budget: _Budget | None = None):
     """Replace every pending tensor in a nested dict/list/tuple by an array."""
+    if budget is None:
+        found: dict = {}
+        _storages_of(obj, found)
+        budget = _Budget(found.values())
     if isinstance(obj, _PendingTensor):
-        return _materialize(obj)
+        if id(obj) not in budget.done:  # one pickled tensor, referenced twice
+            budget.done[id(obj)] = _materialize(obj, budget)
+        return budget.done[id(obj)]
     if isinstance(obj, dict):
         out = type(obj)() if type(obj) is collections.OrderedDict else {}
         for k, v in obj.items():
-            out[k] = _resolve(v)
+            out[k] = _resolve(v, budget)
         return out
     if isinstance(obj, (list, tuple)):
-        return type(obj)(_resolve(v) for v in obj)
+        return type(obj)(_resolve(v, budget) for v in obj)
     if isinstance(obj, _Storage):
         raise _FormatError("a bare storage outside any tensor is not supported")
     return obj
@@ -315,9 +393,17 @@ def _zip_record(zf, name: str, nbytes: int) -> bytes:
 
 def _load_legacy(path: str) -> object:
     with open(path, "rb") as f:
-        magic = RestrictedUnpickler(f, None, path).load()
+        try:
+            magic = RestrictedUnpickler(f, None, path).load()
+        except UnsafeFileError:
+            raise
+        except Exception:  # any parse failure of the first bytes: not torch
+            magic = None
         if magic != LEGACY_MAGIC_NUMBER:
-            raise _FormatError("neither a zip archive nor a legacy torch pickle")
+            raise _FormatError(
+                "it is not a PyTorch file (neither a zip archive nor a legacy "
+                "torch pickle starting with the torch magic number)"
+            )
         protocol = RestrictedUnpickler(f, None, path).load()
         if protocol != LEGACY_PROTOCOL_VERSION:
             raise _FormatError(f"unsupported legacy protocol {protocol!r}")
@@ -404,13 +490,27 @@ def load_torch_pickle(path) -> object:
     except UnsafeFileError:
         raise
     except (_FormatError, pickle.UnpicklingError, EOFError, zipfile.BadZipFile) as e:
-        raise InvalidArgumentError(
+        raise CorruptFileError(
             f"path={path!r} is not a readable PyTorch state dict: {e}"
         ) from None
+    except RecursionError:
+        raise CorruptFileError(
+            f"path={path!r} is not a readable PyTorch state dict: its objects are "
+            "nested too deeply to read"
+        ) from None
+    except MemoryError:
+        raise CorruptFileError(
+            f"path={path!r} is not a readable PyTorch state dict: it asks for more "
+            "memory than is available"
+        ) from None
     except (TypeError, ValueError, AttributeError, IndexError, KeyError) as e:
-        raise InvalidArgumentError(
+        raise CorruptFileError(
             f"path={path!r} is not a readable PyTorch state dict: "
             f"{type(e).__name__}: {e}"
+        ) from None
+    except OSError as e:
+        raise CorruptFileError(
+            f"path={path!r} could not be read: {type(e).__name__}: {e}"
         ) from None
 
 
@@ -453,7 +553,12 @@ def load_torch_state_dict(path, key: str | None = None) -> dict[str, np.ndarray]
         raise InvalidArgumentError(
             f"path={str(path)!r} holds a {type(obj).__name__}, not a state dict"
         )
-    return _flatten(obj, "", str(path))
+    try:
+        return _flatten(obj, "", str(path))
+    except RecursionError:
+        raise CorruptFileError(
+            f"path={str(path)!r} nests its state dict too deeply to read"
+        ) from None
 
 
 def _flatten(tree: dict, prefix: str, path: str) -> dict[str, np.ndarray]:
