@@ -307,7 +307,7 @@ BAD_CALLS = [
     (
         lambda: qo.requantize(np.int8([1]), 1.0, 0, 0.0, 0, out_dtype=np.int8),
         InvalidArgumentError,
-        "output_scale",
+        "out_scale",
     ),
     (lambda: qo.dynamic_quantize_linear(F32([np.inf])), NonFiniteInputError, "finite"),
     (

@@ -17,7 +17,14 @@ import numpy as np
 
 from refquant.errors import InvalidArgumentError
 from refquant.kernels import _arith
-from refquant.kernels._checks import out_dtype_of, qrange, scales, zero_points
+from refquant.kernels._checks import (
+    check_qparams,
+    codes_dtype,
+    out_dtype_of,
+    qrange,
+    scales,
+    zero_points,
+)
 from refquant.profiles import get_profile
 
 ACTIVATIONS = (None, "relu", "relu6", "relu_n1_to_1")
@@ -112,18 +119,18 @@ def _output_qparams(op, dtype, y_scale, y_zero_point):
         )
     s = default[0] if y_scale is None else y_scale
     z = default[1] if y_zero_point is None else y_zero_point
-    s = float(scales("y_scale", s).reshape(()))
-    z = int(zero_points("y_zero_point", z, dtype).reshape(()))
-    return s, z
+    v = check_qparams(op, {"out": dtype}, y_scale=s, y_zero_point=z)
+    return float(v["y_scale"]), int(v["y_zero_point"])
 
 
-def _inputs(x, x_scale, x_zero_point):
+def _inputs(x, x_scale, x_zero_point, op):
     from refquant.kernels._checks import int_codes
 
     q = int_codes("x", x)
-    s = float(scales("x_scale", x_scale).reshape(()))
-    z = int(zero_points("x_zero_point", x_zero_point).reshape(()))
-    return q, s, z
+    v = check_qparams(
+        op, {"x": codes_dtype(x)}, x_scale=x_scale, x_zero_point=x_zero_point
+    )
+    return q, float(v["x_scale"]), int(v["x_zero_point"])
 
 
 def _quantize_exact(real, s_y, z_y, dtype):
@@ -333,7 +340,7 @@ def _tflite_int16(op, q, s_x, z_x, s_y, z_y):
 def _pointwise(op, x, x_scale, x_zero_point, y_scale, y_zero_point, out_dtype, profile):
     prof = get_profile(profile)
     dtype = out_dtype_of(out_dtype)
-    q, s_x, z_x = _inputs(x, x_scale, x_zero_point)
+    q, s_x, z_x = _inputs(x, x_scale, x_zero_point, op)
     s_y, z_y = _output_qparams(op, dtype, y_scale, y_zero_point)
     method = getattr(prof, f"{op}_method")
     if method == "tflite_float_lut" and dtype == np.int16:
@@ -631,7 +638,7 @@ def softmax(
     """
     prof = get_profile(profile)
     dtype = out_dtype_of(out_dtype)
-    q, s_x, z_x = _inputs(x, x_scale, x_zero_point)
+    q, s_x, z_x = _inputs(x, x_scale, x_zero_point, "softmax")
     if q.ndim == 0:
         raise InvalidArgumentError("x must have at least one axis for softmax")
     s_y, z_y = _output_qparams("softmax", dtype, y_scale, y_zero_point)

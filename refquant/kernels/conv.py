@@ -273,13 +273,11 @@ def _finish(
     op: str,
 ):
     """Overflow policy, then requantization along the last (channel) axis."""
-    from refquant.kernels._checks import out_dtype_of, scales, zero_points
     from refquant.kernels.requantize import check_accumulator, requantize_accumulator
 
-    scales("x_scale", x_scale)  # named here so errors speak of the kernel's args
-    scales("w_scale", w_scale)
-    scales("y_scale", y_scale)
-    zero_points("y_zero_point", y_zero_point, out_dtype_of(out_dtype))
+    x_scale, w_scale, y_scale, y_zero_point = _output_qparams(
+        op, x_scale, w_scale, y_scale, y_zero_point, out_dtype
+    )
     bits = 64 if x.dtype == np.int16 else 32
     acc = check_accumulator(acc, prof, bits=bits, what=f"{op} accumulator")
     return requantize_accumulator(
@@ -293,6 +291,22 @@ def _finish(
         channel_axis=-1,
         activation=activation,
     )
+
+
+def _output_qparams(op, x_scale, w_scale, y_scale, y_zero_point, out_dtype):
+    """The scale arguments and ``y_zero_point`` checked against the kernel's
+    contract (``_checks.KERNEL_QPARAMS``), named as the caller named them."""
+    from refquant.kernels._checks import check_qparams, out_dtype_of
+
+    v = check_qparams(
+        op,
+        {"out": out_dtype_of(out_dtype)},
+        x_scale=x_scale,
+        w_scale=w_scale,
+        y_scale=y_scale,
+        y_zero_point=y_zero_point,
+    )
+    return v["x_scale"], v["w_scale"], v["y_scale"], v["y_zero_point"]
 
 
 class _Geometry:

@@ -28,11 +28,11 @@ import numpy as np
 from refquant.errors import InvalidArgumentError
 from refquant.kernels import _arith
 from refquant.kernels._checks import (
+    check_qparams,
+    codes_dtype,
     int_codes,
     out_dtype_of,
     qrange,
-    scales,
-    zero_points,
 )
 from refquant.kernels.activations import activation_range
 from refquant.numerics import fixedpoint
@@ -40,7 +40,7 @@ from refquant.profiles import get_profile
 
 
 def _prepare(
-    a, a_scale, a_zero_point, b, b_scale, b_zero_point, y_scale, y_zero_point, dtype
+    a, a_scale, a_zero_point, b, b_scale, b_zero_point, y_scale, y_zero_point, dtype, op
 ):
     qa, qb = int_codes("a", a), int_codes("b", b)
     try:
@@ -49,26 +49,29 @@ def _prepare(
         raise InvalidArgumentError(
             f"a and b must broadcast; got shapes {qa.shape} and {qb.shape}"
         ) from exc
+    code_dtypes = {"a": codes_dtype(a), "b": codes_dtype(b), "out": dtype}
+    v = check_qparams(
+        op,
+        code_dtypes,
+        a_scale=a_scale,
+        a_zero_point=a_zero_point,
+        b_scale=b_scale,
+        b_zero_point=b_zero_point,
+        y_scale=y_scale,
+        y_zero_point=y_zero_point,
+    )
     params = {
-        "s_a": _scalar(scales("a_scale", a_scale), "a_scale"),
-        "s_b": _scalar(scales("b_scale", b_scale), "b_scale"),
-        "s_y": _scalar(scales("y_scale", y_scale), "y_scale"),
-        "z_a": _scalar(zero_points("a_zero_point", a_zero_point), "a_zero_point"),
-        "z_b": _scalar(zero_points("b_zero_point", b_zero_point), "b_zero_point"),
-        "z_y": _scalar(
-            zero_points("y_zero_point", y_zero_point, dtype), "y_zero_point"
-        ),
+        key: v[name].item()
+        for key, name in (
+            ("s_a", "a_scale"),
+            ("s_b", "b_scale"),
+            ("s_y", "y_scale"),
+            ("z_a", "a_zero_point"),
+            ("z_b", "b_zero_point"),
+            ("z_y", "y_zero_point"),
+        )
     }
     return np.broadcast_to(qa, shape), np.broadcast_to(qb, shape), params
-
-
-def _scalar(arr, name):
-    if arr.ndim and arr.size != 1:
-        raise InvalidArgumentError(
-            f"{name} must be per-tensor (a scalar) for elementwise ops; got shape "
-            f"{arr.shape}"
-        )
-    return arr.reshape(()).item()
 
 
 def _finish(y, activation, p, dtype, prof):
@@ -206,7 +209,16 @@ def add(
             f"pot_scale_int16 must be a bool; got pot_scale_int16={pot_scale_int16!r}"
         )
     qa, qb, p = _prepare(
-        a, a_scale, a_zero_point, b, b_scale, b_zero_point, y_scale, y_zero_point, dtype
+        a,
+        a_scale,
+        a_zero_point,
+        b,
+        b_scale,
+        b_zero_point,
+        y_scale,
+        y_zero_point,
+        dtype,
+        "add",
     )
     method = prof.add_method
     if method == "exact":
@@ -264,7 +276,16 @@ def mul(
     prof = get_profile(profile)
     dtype = out_dtype_of(out_dtype)
     qa, qb, p = _prepare(
-        a, a_scale, a_zero_point, b, b_scale, b_zero_point, y_scale, y_zero_point, dtype
+        a,
+        a_scale,
+        a_zero_point,
+        b,
+        b_scale,
+        b_zero_point,
+        y_scale,
+        y_zero_point,
+        dtype,
+        "mul",
     )
     prod = (qa - p["z_a"]) * (qb - p["z_b"])  # exact, |prod| <= 2**32
     method = prof.mul_method

@@ -19,6 +19,7 @@ from refquant.kernels.conv import (
     _check_weight_scale,
     _finish,
     _int_array,
+    _output_qparams,
     _scalar_zero_point,
     conv2d_accumulator,
 )
@@ -103,12 +104,10 @@ def _finish_exact_float(
     overflow policy and requantization, without the integrality pass (the
     values are exact integers by the GEMM's contract, integer_gemm.md 7)."""
     from refquant.kernels import requantize
-    from refquant.kernels._checks import out_dtype_of, scales, zero_points
 
-    scales("x_scale", x_scale)
-    scales("w_scale", w_scale)
-    scales("y_scale", y_scale)
-    zero_points("y_zero_point", y_zero_point, out_dtype_of(out_dtype))
+    x_scale, w_scale, y_scale, y_zero_point = _output_qparams(
+        "fully_connected", x_scale, w_scale, y_scale, y_zero_point, out_dtype
+    )
     bits = 64 if x.dtype == np.int16 else 32
     acc = requantize._overflow_policy(acc, prof, bits, "fully_connected accumulator")
     return requantize._requantize_integers(
@@ -257,11 +256,17 @@ def batch_matmul(
     zb = _vector_param("b_zero_point", b_zero_point, n, "columns of b")
     sa = _vector_param("a_scale", a_scale, m, "rows of a", kind="scale")
     sb = _vector_param("b_scale", b_scale, n, "columns of b", kind="scale")
-    from refquant.kernels._checks import out_dtype_of, scales, zero_points
+    from refquant.kernels._checks import check_qparams, out_dtype_of
 
-    for name, value in (("a_scale", sa), ("b_scale", sb), ("y_scale", y_scale)):
-        scales(name, value)
-    zero_points("y_zero_point", y_zero_point, out_dtype_of(out_dtype))
+    v = check_qparams(
+        "batch_matmul",
+        {"out": out_dtype_of(out_dtype)},  # a and b zero points: _matmul_acc
+        a_scale=sa,
+        b_scale=sb,
+        y_scale=y_scale,
+        y_zero_point=y_zero_point,
+    )
+    y_scale, y_zero_point = v["y_scale"], v["y_zero_point"]
     acc = _matmul_acc(a2, za, b2, zb)  # (..., M, N) int64, exact
     acc = _finish_matmul(acc, prof, "batch_matmul")
     s_in = sa.reshape((1,) * (acc.ndim - 2) + (m, 1)) if sa.ndim else sa
@@ -377,7 +382,7 @@ def _squeeze(y: np.ndarray, axes: tuple) -> np.ndarray:
 def _vector_param(name, value, length, what, kind="zero_point") -> np.ndarray:
     arr = np.asarray(value)
     if kind == "scale":
-        ok = arr.dtype != np.bool_ and np.issubdtype(arr.dtype, np.number)
+        ok = arr.dtype != np.bool_ and arr.dtype.kind in "iuf"  # real numbers
     else:
         ok = arr.dtype != np.bool_ and np.issubdtype(arr.dtype, np.integer)
     if not ok:

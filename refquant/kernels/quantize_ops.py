@@ -14,11 +14,11 @@ from refquant.errors import InvalidTypeError, NonFiniteInputError
 from refquant.kernels import _arith
 from refquant.kernels._checks import (
     along_axis,
+    check_qparams,
+    codes_dtype,
     int_codes,
     out_dtype_of,
     qrange,
-    scales,
-    zero_points,
 )
 from refquant.kernels.requantize import requantize_accumulator
 from refquant.profiles import get_profile
@@ -34,8 +34,7 @@ def _float_input(x):
     return arr
 
 
-def _per_axis(name, value, x, axis, conv):
-    arr = conv(name, value)
+def _per_axis(name, arr, x, axis):
     if axis is None:
         if arr.ndim:
             return along_axis(name, arr, x.ndim, x.shape, -1 if x.ndim else 0)
@@ -65,10 +64,11 @@ def quantize_linear(
     prof = get_profile(profile)
     dtype = out_dtype_of(out_dtype)
     x = _float_input(x)
-    s = _per_axis("y_scale", y_scale, x, axis, scales)
-    zp = _per_axis(
-        "y_zero_point", y_zero_point, x, axis, lambda n, v: zero_points(n, v, dtype)
+    v = check_qparams(
+        "quantize_linear", {"out": dtype}, y_scale=y_scale, y_zero_point=y_zero_point
     )
+    s = _per_axis("y_scale", v["y_scale"], x, axis)
+    zp = _per_axis("y_zero_point", v["y_zero_point"], x, axis)
     nan = np.isnan(x)
     if nan.any() and prof.nan_policy == "error":
         raise NonFiniteInputError(
@@ -97,10 +97,14 @@ def dequantize_linear(q, scale, zero_point, *, axis=None, profile="exact"):
     """
     prof = get_profile(profile)
     codes = int_codes("q", q)
-    s = _per_axis("scale", scale, codes, axis, scales)
-    zp = _per_axis(
-        "zero_point", zero_point, codes, axis, lambda n, v: zero_points(n, v)
+    v = check_qparams(
+        "dequantize_linear",
+        {"q": codes_dtype(q)},
+        scale=scale,
+        zero_point=zero_point,
     )
+    s = _per_axis("scale", v["scale"], codes, axis)
+    zp = _per_axis("zero_point", v["zero_point"], codes, axis)
     real = (codes - zp) * s  # float64; exact when scale is a float32 value
     if prof.name == "exact":
         return real
@@ -120,9 +124,22 @@ def requantize(
     [0, 2]
     """
     codes = int_codes("q", q)
-    z_in = zero_points("in_zero_point", in_zero_point)
+    v = check_qparams(
+        "requantize",
+        {"q": codes_dtype(q), "out": out_dtype_of(out_dtype)},
+        in_scale=in_scale,
+        in_zero_point=in_zero_point,
+        out_scale=out_scale,
+        out_zero_point=out_zero_point,
+    )
     return requantize_accumulator(
-        codes - z_in, in_scale, 1.0, out_scale, out_zero_point, out_dtype, profile
+        codes - v["in_zero_point"],
+        v["in_scale"],
+        1.0,
+        v["out_scale"],
+        v["out_zero_point"],
+        out_dtype,
+        profile,
     )
 
 
