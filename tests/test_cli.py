@@ -7,9 +7,11 @@ cache is empty).  Invalid arguments must exit with 2 and name the argument.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import re
+import shlex
 import stat
 import subprocess
 import sys
@@ -692,3 +694,120 @@ def test_closed_stdout_in_a_real_pipe_gives_no_traceback(tmp_path):
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=60) in (0, 141)
     assert "Traceback" not in err and "BrokenPipeError" not in err, err
+
+
+# ---------------------------------------------------------------- help and docs
+def _subparsers():
+    from refquant.cli import build_parser
+
+    parser = build_parser()
+    (sub,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    return parser, sub.choices
+
+
+def _shell_commands(text: str) -> list:
+    """``refquant ...`` command lines of a help text or README (joined at ``\\``,
+    comments dropped)."""
+    joined = re.sub(r"\\\n\s*", " ", text)
+    lines = []
+    for line in joined.splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line.startswith("refquant ") and "<" not in line and "..." not in line:
+            lines.append(shlex.split(line)[1:])
+    return lines
+
+
+def test_every_option_has_help_and_every_command_has_quiet():
+    _, commands = _subparsers()
+    for name, parser in commands.items():
+        options = [a for a in parser._actions if a.option_strings]
+        for action in options:
+            assert action.help, (name, action.option_strings)
+        if name not in ("assets", "conformance"):
+            assert "-q" in parser._option_string_actions, name
+
+
+def test_help_examples_and_readme_commands_parse(capsys):
+    parser, commands = _subparsers()
+    root = Path(__file__).resolve().parents[1]
+    readme = root.joinpath("README.md").read_text()
+    texts = ["\n".join(re.findall(r"```sh\n(.*?)```", readme, re.S))]
+    texts += [p.description or "" for p in commands.values()]
+    lines = [argv for text in texts for argv in _shell_commands(text)]
+    assert any(argv[0] == "quantize" and "--size-budget" in argv for argv in lines)
+    for argv in lines:
+        try:
+            parser.parse_args(argv)
+        except SystemExit:
+            pytest.fail(f"documented command does not parse: refquant {argv}")
+    assert "`--profile` (the integer" not in readme  # quantize has no --profile
+    assert "--profile" not in commands["quantize"].format_help()
+
+
+def test_flags_are_named_and_ranges_enforced(files, capsys):
+    tmp, model = files
+    data, x = tmp / "data.npz", tmp / "x.npy"
+    q = ["quantize", model, "--data", data, "-o", tmp / "m.h5", "-q"]
+    wo = ["quantize", model, "--mode", "weight_only", "--granularity", "per_group"]
+    cases = [
+        ([*q, "--calibration-samples", 100000], "--calibration-samples", "[1, 40]"),
+        ([*wo, "--group-size", 2**21], "--group-size", "[1, 1048576]"),
+        ([*q, "--size-budget", "3x", "--batch-size", 0], "--batch-size", "0"),
+        ([*q, "--max-drop", -1], "--max-drop", "[0, 100]"),
+        ([*q, "--max-drop", 101], "--max-drop", "[0, 100]"),
+        ([*q, "--size-budget", "lots"], "--size-budget", "3.5x"),
+        ([*q, "--size-budget", "3x", "--precisions", "int9"], "--precisions", "int9"),
+        ([*q, "--size-budget", "3x", "--keep-fp16", "nosuchlayer"], "--keep-fp16", ""),
+        ([*q, "--size-budget", "3x", "--sensitivity-samples", 0], "--sensitivity", ""),
+        (
+            ["evaluate", model, tmp / "m.h5", "--data", data, "--layer-sqnr", 0],
+            "--layer-sqnr",
+            "0",
+        ),
+        (["assets", "fetch"], "asset names or --all", "neither"),
+        (["assets", "fetch", "mnist_cnn", "--all"], "not both", ""),
+        (["assets", "list", "mnist_cnn"], "no asset names", ""),
+        (
+            ["sensitivity", model, "--data", x, "--calibration-samples", -5, "-q"],
+            "--calibration-samples",
+            "[1, 39]",
+        ),
+        (["sensitivity", model, "--data", x, "--batch-size", 0], "--batch-size", ""),
+        (["sensitivity", model, "--data", x, "--limit", 0], "--limit", ""),
+        (["sensitivity", model, "--data", x, "--precisions", "x"], "--precisions", ""),
+        (["sensitivity", model, "--data", tmp / "no.npy"], "--data", ""),
+        (["sensitivity", "resnet", "--data", x], "MODEL", "mnist_cnn"),
+    ]
+    for argv, flag, detail in cases:
+        err = exits_2(capsys, *argv)
+        assert flag in err and detail in err, (argv, err)
+        assert not re.search(r"\b(batch_size|max_drop|weight_group_size)\b", err)
+    err = exits_2(capsys, *q, "--size-budget", "3x", "--keep-fp16", "nosuchlayer")
+    assert "unknown layer 'nosuchlayer'" in err and "conv, logits" in err
+    err = exits_2(capsys, "assets", "fetch")
+    assert err.startswith("refquant assets: error:") and "not both" not in err
+
+
+def test_sensitivity_accepts_model_files_like_quantize(files, capsys):
+    tmp, model = files
+    code, text, err = run_cli(
+        capsys,
+        "sensitivity",
+        model,
+        "--data",
+        tmp / "x.npy",
+        "--labels",
+        tmp / "labels.npy",
+        "--calibration-samples",
+        20,
+        "--precisions",
+        "int8,int4",
+        "--no-reverse",
+        "--out",
+        tmp / "sens",
+        "-q",
+    )
+    assert code == 0, err
+    assert "| conv |" in text and "| logits |" in text and err == ""
+    assert (tmp / "sens.md").read_text().strip() == text.strip()
+    assert json.loads((tmp / "sens.json").read_text())

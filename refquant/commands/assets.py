@@ -20,7 +20,22 @@ def add_arguments(parser) -> None:
 
 def run(args) -> int:
     from refquant import assets
+    from refquant.errors import InvalidArgumentError
 
+    if args.action == "list" and (args.names or args.all):
+        raise InvalidArgumentError(
+            f"list takes no asset names and no --all; got {' '.join(args.names)}"
+            f"{' --all' if args.all else ''}".rstrip()
+        )
+    if args.action == "fetch" and not args.names and not args.all:
+        raise InvalidArgumentError(
+            "fetch needs asset names or --all (see `refquant assets list`); got neither"
+        )
+    if args.action == "fetch" and args.names and args.all:
+        raise InvalidArgumentError(
+            f"fetch takes asset names or --all, not both; got {' '.join(args.names)}"
+            " --all"
+        )
     argv = [args.action, *args.names]
     if args.all:
         argv.append("--all")

@@ -95,7 +95,7 @@ def parse_layer_sqnr(value: str):
     text = str(value).strip().lower()
     if text in ("all", "true"):
         return True
-    if text in ("none", "false", "0"):
+    if text in ("none", "false"):
         return False
     try:
         n = int(text)

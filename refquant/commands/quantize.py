@@ -14,7 +14,7 @@ examples:
   refquant quantize model.onnx --mode weight_only --weight-bits 4 \\
       --granularity per_group --group-size 32 -o model-int4.h5
   refquant quantize mnist.pth --arch mnist_cnn --data digits.npz \\
-      --labels digits.npz --size-budget 5x -o mnist-mixed.h5
+      --y-key y --size-budget 5x -o mnist-mixed.h5
 
 With --size-budget or --max-drop a precision is chosen per layer (mixed
 precision: FP16, BF16, INT16, INT8, INT4, ternary, binary) from measured
@@ -177,7 +177,8 @@ def add_quant_arguments(parser) -> None:
         type=int,
         default=None,
         metavar="N",
-        help="calibrate on the first N inputs of --data (default: all)",
+        help="calibrate on the first N inputs of --data, N in [1, inputs in "
+        "--data] (default: all)",
     )
 
 
@@ -444,11 +445,11 @@ def quant_config(args):
                 gran,
                 "per_channel or per_tensor unless --mode weight_only",
             )
-        if args.group_size is None or args.group_size < 1:
+        if args.group_size is None or not 1 <= args.group_size <= 2**20:
             raise bad(
                 "--group-size",
                 args.group_size,
-                "an int >= 1 (e.g. 32 or 64) with --granularity per_group",
+                "an int in [1, 1048576] (e.g. 32 or 64) with --granularity per_group",
             )
     elif args.group_size is not None:
         raise bad(
@@ -465,11 +466,17 @@ def quant_config(args):
 
 
 def calibration_slice(args, x):
+    """The first --calibration-samples inputs: N in [1, len(x)], the inputs
+    --data holds (asking for more than there are is an error, not a cap)."""
     n = args.calibration_samples
     if n is None:
         return x
-    if n < 1:
-        raise bad("--calibration-samples", n, f"an int in [1, {len(x)}]")
+    if not 1 <= n <= len(x):
+        raise bad(
+            "--calibration-samples",
+            n,
+            f"an int in [1, {len(x)}] (--data holds {len(x)} inputs)",
+        )
     return x[:n]
 
 

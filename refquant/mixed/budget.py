@@ -34,7 +34,11 @@ def add_budget_arguments(parser) -> None:
         "in percentage points, e.g. 0.5",
     )
     g.add_argument(
-        "--drop-metric", choices=["auto", "accuracy", "agreement"], default="auto"
+        "--drop-metric",
+        choices=["auto", "accuracy", "agreement"],
+        default="auto",
+        help="what --max-drop measures: accuracy (needs labels), agreement with "
+        "FP32 top-1, or auto (default: accuracy when labels exist)",
     )
     g.add_argument(
         "--precisions",
