@@ -222,3 +222,35 @@ def test_per_channel_weights_still_allowed():
 def test_size_one_arrays_count_as_per_tensor():
     v = check_qparams("add", {"a": I8}, a_scale=[0.5], a_zero_point=np.int8([3]))
     assert v["a_scale"].shape == () and int(v["a_zero_point"]) == 3
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_softmax_empty_last_axis_gives_empty_result(profile):
+    y = activations.softmax(np.zeros((2, 0), I8), 0.1, 0, profile=profile)
+    assert y.shape == (2, 0) and y.dtype == np.int8
+    with pytest.raises(InvalidArgumentError, match="x_zero_point"):
+        activations.softmax(np.zeros((2, 0), I8), 0.1, 300, profile=profile)
+
+
+@pytest.mark.parametrize("profile", ["onnxruntime", "onnx_reference"])
+def test_dynamic_quantize_range_too_wide_for_float32(profile):
+    import warnings
+
+    x = np.float32([3e38, -3e38])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no overflow RuntimeWarning first
+        with pytest.raises(InvalidArgumentError) as info:
+            quantize_ops.dynamic_quantize_linear(x, profile=profile)
+    text = str(info.value)
+    assert "x spans [-3e+38, 3e+38]" in text and "6e+38" in text
+    assert "largest float32" in text and profile in text
+    assert "y_scale" not in text
+
+
+def test_dynamic_quantize_wide_range_exact_profile():
+    """float64: scale = 6e38 / 255 (rounded from float32 inputs), zero point
+    round(3e38 / scale) = round(127.5) -> 128 (half_even on the real quotient)."""
+    x = np.float32([3e38, -3e38])
+    q, scale, zp = quantize_ops.dynamic_quantize_linear(x, profile="exact")
+    assert scale == (float(x[0]) - float(x[1])) / 255
+    assert zp == 128 and q.tolist() == [255, 0]

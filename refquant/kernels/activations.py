@@ -633,6 +633,9 @@ def softmax(
     reciprocal; needs output (1/256, -128) for int8 or (1/256, 0) for uint8);
     ``float32``: dequantize, float32 softmax, quantize with the profile's rule.
 
+    An empty last axis (shape ``(..., 0)``) gives an empty result of the same
+    shape (there is nothing to normalise); the arguments are still checked.
+
     >>> softmax(np.int8([[0, 0]]), 0.1, 0).tolist()
     [[0, 0]]
     """
@@ -646,6 +649,8 @@ def softmax(
         raise InvalidArgumentError(
             f"beta must be a finite float > 0; got beta={beta!r}"
         )
+    if q.shape[-1] == 0:  # no entries to normalise: the empty result
+        return np.empty(q.shape, dtype=dtype)
     method = prof.softmax_method
     if method == "tflite_fixed_point":
         expected = _FIXED_OUTPUT.get(("softmax", dtype.name))

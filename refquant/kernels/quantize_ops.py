@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from refquant.errors import InvalidTypeError, NonFiniteInputError
+from refquant.errors import InvalidArgumentError, InvalidTypeError, NonFiniteInputError
 from refquant.kernels import _arith
 from refquant.kernels._checks import (
     along_axis,
@@ -143,6 +143,21 @@ def requantize(
     )
 
 
+def _check_float32_range(lo, hi, profile_name):
+    """Refuse an input whose range ``hi - lo`` overflows float32 (the float32
+    scale ``(hi - lo) / 255`` would be inf)."""
+    with np.errstate(over="ignore"):
+        width = hi - lo  # float32, rounded half_even
+    if not np.isfinite(width):
+        raise InvalidArgumentError(
+            f"x spans [{float(lo):.7g}, {float(hi):.7g}] (with 0): the range "
+            f"{float(hi) - float(lo):.7g} exceeds the largest float32 "
+            f"{float(np.finfo(np.float32).max):.7g}, so profile {profile_name!r} "
+            "cannot form its float32 scale (hi - lo) / 255; scale x down, or use "
+            "profile 'exact' (float64)"
+        )
+
+
 def dynamic_quantize_linear(x, *, profile="exact"):
     """ONNX DynamicQuantizeLinear: uint8 codes with computed scale and zero point.
 
@@ -177,6 +192,7 @@ def dynamic_quantize_linear(x, *, profile="exact"):
         x = x.astype(np.float32)
         lo = np.float32(min(x.min(), 0))
         hi = np.float32(max(x.max(), 0))
+        _check_float32_range(lo, hi, prof.name)
         if method == "onnxruntime":
             scale = (
                 np.float32(1.0) if hi == lo else np.float32((hi - lo) / np.float32(255))
