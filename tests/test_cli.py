@@ -811,3 +811,55 @@ def test_sensitivity_accepts_model_files_like_quantize(files, capsys):
     assert "| conv |" in text and "| logits |" in text and err == ""
     assert (tmp / "sens.md").read_text().strip() == text.strip()
     assert json.loads((tmp / "sens.json").read_text())
+
+
+# ---------------------------------------------------------------- degenerate
+def write_keras_flatten_only(path):
+    config = {
+        "class_name": "Sequential",
+        "config": {
+            "name": "sequential",
+            "layers": [
+                layer("InputLayer", "image", batch_shape=[None, 6, 6, 2]),
+                layer("Flatten", "flat"),
+            ],
+        },
+    }
+    with h5py.File(path, "w") as f:
+        f.attrs["keras_version"] = "3.15.1"
+        f.attrs["backend"] = "tensorflow"
+        f.attrs["model_config"] = json.dumps(config)
+        mw = f.create_group("model_weights")
+        mw.attrs["layer_names"] = np.array(["flat"], dtype=object)
+        mw.create_group("flat").attrs["weight_names"] = np.zeros(0)
+    return path
+
+
+def test_models_without_weighted_layers_are_rejected(files, capsys):
+    tmp, _ = files
+    model = write_keras_flatten_only(tmp / "flat.h5")
+    for argv in (
+        ["quantize", model, "--data", tmp / "x.npy", "-o", tmp / "o.h5"],
+        ["sensitivity", model, "--data", tmp / "x.npy"],
+    ):
+        err = exits_2(capsys, *argv)
+        assert "MODEL must be a model with at least one Conv2D" in err, err
+        assert "0 weighted" in err and "0 B" not in err
+    assert not (tmp / "o.h5").exists()
+
+
+def test_onnx_model_without_weighted_layers_is_rejected(tmp_path, capsys):
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper, numpy_helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Add", ["x", "w"], ["y"])],
+        "add_only",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
+        [numpy_helper.from_array(np.ones(4, np.float32), "w")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    onnx.save(model, tmp_path / "add.onnx")
+    err = exits_2(capsys, "quantize", tmp_path / "add.onnx", "--mode", "dynamic")
+    assert "MODEL must be a model with at least one" in err and "0 weighted" in err

@@ -294,7 +294,32 @@ def existing_path(argument: str, value, want_dir_ok: bool = False) -> Path:
 
 def load_fp32_model(path, arch=None):
     """An FP32 :class:`Graph` from a .pth state dict (with ``arch``), Keras .h5
-    or ONNX file."""
+    or ONNX file, with at least one weighted layer (see :func:`check_weighted`)."""
+    graph = _load_fp32_graph(path, arch)
+    check_weighted(graph, path)
+    return graph
+
+
+def check_weighted(graph, path) -> None:
+    """Refuse a model with no layers or no weighted layer (Conv2D,
+    DepthwiseConv2D, Dense) or no parameters: there is nothing to quantize,
+    and a size ratio over 0 FP32 bytes means nothing."""
+    from refquant.ptq.config import WEIGHTED_OPS
+
+    weighted = [n for n in graph.nodes if n.op in WEIGHTED_OPS]
+    if not graph.nodes or not weighted or graph.num_params == 0:
+        ops = sorted({n.op for n in graph.nodes})
+        raise bad(
+            "MODEL",
+            path,
+            f"a model with at least one {', '.join(WEIGHTED_OPS)} layer and "
+            f"parameters to quantize; it has {len(graph.nodes)} layers "
+            f"({', '.join(ops) or 'none'}), {len(weighted)} weighted, "
+            f"{graph.num_params} parameters",
+        )
+
+
+def _load_fp32_graph(path, arch=None):
     p = existing_path("MODEL", path)
     suffix = p.suffix.lower()
     if suffix in PTH_SUFFIXES:
