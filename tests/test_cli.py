@@ -863,3 +863,12 @@ def test_onnx_model_without_weighted_layers_is_rejected(tmp_path, capsys):
     onnx.save(model, tmp_path / "add.onnx")
     err = exits_2(capsys, "quantize", tmp_path / "add.onnx", "--mode", "dynamic")
     assert "MODEL must be a model with at least one" in err and "0 weighted" in err
+
+
+def test_sensitivity_damaged_npy_names_the_argument(files, capsys):
+    tmp, model = files
+    (tmp / "one.npy").write_bytes(b"x")
+    for flag in ("--data", "--labels", "--calibration"):
+        argv = ["sensitivity", model, "--data", tmp / "x.npy", flag, tmp / "one.npy"]
+        err = exits_2(capsys, *argv)
+        assert f"error: {flag}" in err and "pickled" not in err, (flag, err)

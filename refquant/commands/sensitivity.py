@@ -130,8 +130,15 @@ def _npy(path, what):
     from refquant.commands.quantize import existing_path, reading
 
     p = existing_path(what, path)
+    if p.is_dir() or p.suffix.lower() != ".npy":
+        from refquant.commands.quantize import bad
+
+        raise bad(what, p, "a .npy array file")
+    from refquant import datasets
+
     with reading(what, p, "a .npy array file"):
-        arr = np.load(p, allow_pickle=False)
+        arr, _ = datasets.load_array_data(p)  # checked header, no pickles
+    arr = np.asarray(arr)
     if arr.dtype.kind not in "iufb":
         from refquant.commands.quantize import bad
 
