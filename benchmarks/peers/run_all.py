@@ -149,6 +149,10 @@ class Bench:
             self.child(("e2e", "ort", model), ["e2e", "ort", model])
 
     def prepare(self):
+        if self.args.skip_prepare:
+            self.results["prepare"] = {"wall_s": 0.0}
+            self.has_tflite = (Path(self.work) / "mnist.int8.tflite").exists()
+            return
         cmd = [
             sys.executable,
             str(HERE / "prepare.py"),
@@ -492,6 +496,11 @@ def main(argv=None):
         help="CalibStridedMinMax for ORT's histogram calibrators",
     )
     p.add_argument("--only", default="infer,calib,e2e")
+    p.add_argument(
+        "--skip-prepare",
+        action="store_true",
+        help="reuse the models already in --workdir",
+    )
     p.add_argument(
         "--blas-threads",
         type=int,
