@@ -29,18 +29,28 @@ EMIT = f"import sys; sys.path.insert(0, {str(PEERS)!r}); import _runner; "
 
 
 def test_peak_rss_is_the_childs_own():
-    idle = _runner.run_child(_python(EMIT + "_runner.emit({})"), timeout=60)
-    big = _runner.run_child(
-        _python(
-            EMIT + "import numpy as np; a = np.ones(200 * 2**20, np.uint8); "
-            "_runner.emit({'sum': int(a[::4096].sum())})"
-        ),
-        timeout=60,
-    )
-    assert big["sum"] == 200 * 2**20 // 4096
     # ru_maxrss of a child also counts the parent's pages at the fork (Linux
-    # keeps the larger hiwater mark across exec), so compare with 200 MiB, not
-    # with idle + 200 MiB.
+    # keeps the larger hiwater mark across exec), and pytest's own process may
+    # be hundreds of MiB by now; so both children are started from a small
+    # fresh parent, as run_all.py starts them.
+    probe = EMIT + (
+        "import json, sys\n"
+        f"py = {sys.executable!r}\n"
+        "emit = " + repr(EMIT) + "\n"
+        "idle = _runner.run_child([py, '-c', emit + '_runner.emit({})'], timeout=60)\n"
+        "big = _runner.run_child([py, '-c', emit + 'import numpy as np; "
+        "a = np.ones(200 * 2**20, np.uint8); "
+        '_runner.emit({"sum": int(a[::4096].sum())})\'], timeout=60)\n'
+        "print(json.dumps([idle, big]))\n"
+    )
+    import json
+    import subprocess
+
+    out = subprocess.run(
+        _python(probe), capture_output=True, text=True, timeout=120, check=True
+    )
+    idle, big = json.loads(out.stdout.strip().splitlines()[-1])
+    assert big["sum"] == 200 * 2**20 // 4096
     assert big["peak_rss_mb"] >= 200
     assert idle["peak_rss_mb"] < big["peak_rss_mb"] - 150
 
