@@ -10,6 +10,14 @@ activation observers, dynamic INT8 and weight-only INT4 (group 32).  The
 MNIST default row is timed end to end (quantize + integer evaluation of 5020
 images).
 
+Row ``ort_qdq`` (MobileNetV2 only, on by default): the folded FP32 graph
+written as NCHW ONNX by ``benchmarks/peers/_common.py`` and quantized by ONNX
+Runtime's ``quantize_static`` (QDQ, per-channel int8 weights, int8 min-max
+activations, no ORT pre-processing) on the same 23 calibration photos, then
+run by ``onnxruntime.InferenceSession`` (CPU, default optimizations) on the
+same 43 inputs; its bytes column is the quantized ONNX file size.  Skipped,
+with a printed line, when onnx or onnxruntime is missing.
+
 Run: ``python -m refquant.assets fetch --all`` once, then
 ``python benchmarks/ptq_real_models.py [--models mnist,mobilenet_v2]
 [--profile exact] [--rows default,per_tensor,...]``.
@@ -18,8 +26,11 @@ Run: ``python -m refquant.assets fetch --all`` once, then
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -46,6 +57,8 @@ ROWS = {
 }  # fmt: skip
 ROW_KEYS = dict(zip(("default", "per_tensor", "percentile", "entropy", "mse",
                      "entropy_input_minmax", "dynamic", "int4"), ROWS))  # fmt: skip
+ORT_ROW = "ort_qdq"
+ORT_LABEL = "ONNX Runtime quantize_static (QDQ, per-channel, int8)"
 
 
 def state_dict(name):
@@ -98,6 +111,75 @@ def evaluate_row(graph, ref, data, mode, settings, profile, batch):
     return row, qm
 
 
+def _peers_common():
+    """benchmarks/peers/_common.py (not a package), loaded from its file."""
+    path = Path(__file__).resolve().parent / "peers" / "_common.py"
+    spec = importlib.util.spec_from_file_location("_peers_common", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def evaluate_ort_row(graph, ref, data):
+    """ORT quantize_static QDQ int8 model: accuracy, agreement, logit SQNR."""
+    import onnxruntime as ort
+    from onnxruntime import quantization as q
+
+    x_cal, x_all, y_all, parts = data
+    common = _peers_common()
+    fp32 = common.fp32_onnx(prepare_graph(graph), opset=13)
+    name = fp32.graph.input[0].name
+
+    class Reader(q.CalibrationDataReader):
+        def __init__(self):
+            self.it = iter({name: x_cal[i : i + 1].transpose(0, 3, 1, 2).copy()}
+                           for i in range(len(x_cal)))  # fmt: skip
+
+        def get_next(self):
+            return next(self.it, None)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        src, dst = Path(tmp, "fp32.onnx"), Path(tmp, "qdq.onnx")
+        common.save_onnx(fp32, src)
+        t0 = time.perf_counter()
+        q.quantize_static(str(src), str(dst), Reader(),
+                          quant_format=q.QuantFormat.QDQ, per_channel=True,
+                          activation_type=q.QuantType.QInt8,
+                          weight_type=q.QuantType.QInt8,
+                          calibrate_method=q.CalibrationMethod.MinMax)  # fmt: skip
+        t1 = time.perf_counter()
+        sess = ort.InferenceSession(str(dst), providers=["CPUExecutionProvider"])
+        out = np.concatenate([
+            sess.run(None, {name: np.ascontiguousarray(
+                x_all[i : i + 8].transpose(0, 3, 1, 2))})[0]
+            for i in range(0, len(x_all), 8)])  # fmt: skip
+        t2 = time.perf_counter()
+        size = dst.stat().st_size
+    agree = int((out.argmax(1) == ref.argmax(1)).sum())
+    return {
+        "acc": {k: score(out, y_all, p) for k, p in parts.items()},
+        "agree": (agree, len(out)),
+        "sqnr": sqnr_db(ref, out),
+        "size": size,
+        "t_quant": t1 - t0,
+        "t_eval": t2 - t1,
+    }
+
+
+def print_ort_row(graph, ref, data, fp32_bytes):
+    try:
+        import onnx  # noqa: F401
+        import onnxruntime  # noqa: F401
+    except ImportError as e:
+        print(f"| {ORT_LABEL} | skipped: {e.name} is not installed |", flush=True)
+        return
+    row = evaluate_ort_row(graph, ref, data)
+    a, n = row["agree"]
+    print(f"| {ORT_LABEL} | {fmt_acc(row['acc'])} | {a}/{n} ({100 * a / n:.2f}%) "
+          f"| {row['sqnr']:.2f} | {row['size']} | {fp32_bytes / row['size']:.2f} "
+          f"| {row['t_quant']:.1f} | {row['t_eval']:.1f} |", flush=True)  # fmt: skip
+
+
 def fmt_acc(acc):
     return " / ".join(f"{c}/{n} ({100 * c / n:.2f}%)" if n > 100 else f"{c}/{n}"
                       for c, n in acc.values())  # fmt: skip
@@ -124,6 +206,10 @@ def run_model(name, rows, profile):
     ]
     print("\n".join(lines), flush=True)
     for key in rows:
+        if key == ORT_ROW:
+            if name == "mobilenet_v2":
+                print_ort_row(graph, ref, data, fp32_bytes)
+            continue
         label = ROW_KEYS[key]
         mode, settings = ROWS[label]
         row, _ = evaluate_row(graph, ref, data, mode, settings, profile, batch)
@@ -143,13 +229,17 @@ def run_model(name, rows, profile):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--models", default="mnist,mobilenet_v2")
-    p.add_argument("--rows", default=",".join(ROW_KEYS))
+    keys = [*ROW_KEYS, ORT_ROW]
+    p.add_argument("--rows", default=",".join(keys),
+                   help=f"comma-separated rows among {', '.join(keys)} (default: "
+                   f"all); {ORT_ROW} is {ORT_LABEL}, MobileNetV2 only, skipped "
+                   "with a note when onnx / onnxruntime is missing")  # fmt: skip
     p.add_argument("--profile", default="exact")
     args = p.parse_args(argv)
     rows = args.rows.split(",")
     for r in rows:
-        if r not in ROW_KEYS:
-            p.error(f"--rows must name rows among {', '.join(ROW_KEYS)}; got {r!r}")
+        if r not in keys:
+            p.error(f"--rows must name rows among {', '.join(keys)}; got {r!r}")
     for name in args.models.split(","):
         if name not in ("mnist", "mobilenet_v2"):
             p.error(f"--models must be mnist and/or mobilenet_v2; got {name!r}")
