@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from refquant._validation import FloatRange, IntRange, OneOf, check, check_type
-from refquant.errors import InvalidArgumentError, InvalidTypeError
+from refquant.errors import InvalidArgumentError
 from refquant.mixed.layers import PRECISIONS
 from refquant.mixed.model import MixedModel, MixedQuantizer
 from refquant.mixed.sensitivity import OutputStats, SensitivityResult
@@ -463,6 +463,3 @@ def _best_upgrade(cost, sizes, choice):
             if score > best_score:
                 best, best_score = (i, j), score
     return best
-
-
-_ = InvalidTypeError

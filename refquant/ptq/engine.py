@@ -352,11 +352,6 @@ def simulate_node(node, values, qp):
     return quantize(real, y_qp.qparams())
 
 
-def check_codes(name, q):
-    if q.dtype != np.int8:
-        raise InvalidArgumentError(f"{name} must be int8 codes; got dtype {q.dtype}")
-
-
 # ------------------------------------------------------------- conv + max pool
 def fusable_max_pools(nodes, outputs) -> dict:
     """``{conv name: max-pool node}`` where a MaxPool is the conv's only reader.

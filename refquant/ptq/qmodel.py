@@ -11,8 +11,6 @@ dequantized weights.  Spec: specs/ptq.md, sections 3-6.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 import numpy as np
 
 from refquant._validation import OneOf, check, check_type
@@ -436,6 +434,3 @@ def _dynamic_scale(s_x, s_w, prof):
 def as_model(name: str, value) -> QuantizedModel:
     check_type(name, value, (QuantizedModel,), "a QuantizedModel")
     return value
-
-
-_ = Mapping
